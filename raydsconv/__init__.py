@@ -1,0 +1,46 @@
+"""raydsconv: convert image datasets into sharded ML-ready files with Ray Data, read them back fast.
+
+Importing this package (and reading converted data) never imports Ray; only conversion does.
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+# Public name -> module that defines it; resolved on first use so that `import raydsconv`
+# stays light (no Ray, no torch until a reader or converter is touched).
+_EXPORTS = {
+    "convert": "raydsconv.convert",
+    "ConversionReport": "raydsconv.convert",
+    "MemmapConverter": "raydsconv.converters",
+    "open_dataset": "raydsconv.reading.dataset",
+    "ShardedDataset": "raydsconv.reading.dataset",
+    "MemmapReader": "raydsconv.reading.dataset",
+    "ImageSpec": "raydsconv.images",
+    "ResizeAndConvert": "raydsconv.images",
+    "Manifest": "raydsconv.manifest",
+    "RaydsconvError": "raydsconv.errors",
+    "InvalidArgumentError": "raydsconv.errors",
+    "ManifestError": "raydsconv.errors",
+    "ConversionError": "raydsconv.errors",
+}
+
+__all__ = sorted(_EXPORTS) + ["__version__"]
+
+if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
+    from raydsconv.convert import ConversionReport, convert
+    from raydsconv.converters import MemmapConverter
+    from raydsconv.errors import ConversionError, InvalidArgumentError, ManifestError, RaydsconvError
+    from raydsconv.images import ImageSpec, ResizeAndConvert
+    from raydsconv.manifest import Manifest
+    from raydsconv.reading.dataset import MemmapReader, ShardedDataset, open_dataset
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'raydsconv' has no attribute {name!r}")
+    return getattr(import_module(module), name)

@@ -1,0 +1,127 @@
+"""`raydsconv convert | info | demo`. Wrong arguments print one line and exit with code 2."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from typing import Sequence
+
+from raydsconv.errors import InvalidArgumentError, ManifestError, RaydsconvError
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="raydsconv", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    convert = commands.add_parser("convert", help="convert an image folder into a sharded dataset")
+    convert.add_argument("source", help="image folder with one sub-folder per class")
+    convert.add_argument("output", help="dataset directory to create")
+    convert.add_argument("--format", default="memmap", help="output format (default: memmap)")
+    convert.add_argument("--shape", nargs=2, type=int, metavar=("H", "W"), help="stored image height and width")
+    convert.add_argument("--mode", default="RGB", help="RGB or L (default: RGB)")
+    convert.add_argument("--resize", default="stretch", help="stretch, crop or pad (default: stretch)")
+    convert.add_argument("--images-per-file", type=int, default=1000, help="samples per shard (default: 1000)")
+    convert.add_argument("--batch-size", type=int, default=32, help="images per prepare call (default: 32)")
+    convert.add_argument("--num-workers", type=int, help="max concurrent tasks (default: all CPUs)")
+    convert.add_argument("--address", help="Ray cluster address (default: embedded Ray, or RAY_ADDRESS)")
+    convert.add_argument("--overwrite", action="store_true", help="replace a non-empty output directory")
+    convert.add_argument("--strict", action="store_true", help="fail on the first unreadable input")
+    convert.add_argument("--draft", action="store_true", help="reduced-scale JPEG decoding (faster, approximate)")
+    convert.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+    info = commands.add_parser("info", help="describe a converted dataset")
+    info.add_argument("dataset")
+    info.add_argument("--json", action="store_true", help="print the description as JSON")
+
+    demo = commands.add_parser("demo", help="convert generated sample images and read them back")
+    demo.add_argument("--workdir", help="where to write the sample folder and the dataset (default: a temp dir)")
+    demo.add_argument("--num-images", type=int, default=300)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        if args.command == "convert":
+            return _convert(args)
+        if args.command == "info":
+            return _info(args)
+        from raydsconv.demo import run_demo
+
+        return run_demo(args.workdir, num_images=args.num_images)
+    except (InvalidArgumentError, ManifestError) as error:
+        print(f"raydsconv: error: {error}", file=sys.stderr)
+        return 2
+    except RaydsconvError as error:
+        print(f"raydsconv: error: {error}", file=sys.stderr)
+        return 1
+
+
+def _convert(args: argparse.Namespace) -> int:
+    from raydsconv.convert import convert
+
+    report = convert(
+        args.source,
+        args.output,
+        format=args.format,
+        shape=tuple(args.shape) if args.shape else None,
+        mode=args.mode,
+        resize=args.resize,
+        images_per_file=args.images_per_file,
+        batch_size=args.batch_size,
+        num_workers=args.num_workers,
+        address=args.address,
+        overwrite=args.overwrite,
+        strict=args.strict,
+        draft=args.draft,
+        progress=not args.no_progress,
+    )
+    print(report.summary())
+    return 0
+
+
+def describe(dataset: str) -> dict:
+    from raydsconv.manifest import load_manifest
+
+    manifest = load_manifest(dataset)
+    data = manifest.to_dict()
+    return {
+        "path": str(dataset),
+        "format": manifest.format,
+        "params": manifest.params,
+        "num_samples": manifest.num_samples,
+        "classes": manifest.classes,
+        "num_shards": len(manifest.shards),
+        "bytes": sum(f.bytes for s in manifest.shards for f in s.files.values()),
+        "shards": data["shards"],
+        "skipped": manifest.skipped,
+        "source": manifest.source,
+        "settings": manifest.settings,
+        "library_version": manifest.library_version,
+    }
+
+
+def _info(args: argparse.Namespace) -> int:
+    info = describe(args.dataset)
+    if args.json:
+        print(json.dumps(info, indent=1))
+        return 0
+    params = info["params"]
+    print(f"{info['path']}: {info['format']} dataset, {info['num_samples']} samples in {info['num_shards']} shards, "
+          f"{info['bytes'] / 1e6:.1f} MB")
+    if "shape" in params:
+        print(f"  images: {params['shape'][0]}x{params['shape'][1]} (height x width) {params['mode']}, resize={params['resize']}")
+    names = ", ".join(info["classes"][:10]) + (", ..." if len(info["classes"]) > 10 else "")
+    print(f"  classes ({len(info['classes'])}): {names}")
+    print(f"  source: {info['source'].get('kind')} {info['source'].get('root', '')}")
+    print(f"  skipped inputs: {len(info['skipped'])}")
+    for skipped in info["skipped"][:10]:
+        print(f"    {skipped['path']}: {skipped['reason']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,204 @@
+"""`convert()`: check the arguments, list the source, run the pipeline, commit index and manifest."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+import raydsconv
+from raydsconv.errors import InvalidArgumentError
+from raydsconv.formats import get_format
+from raydsconv.images import DEFAULT_MAX_PIXELS, ImageSpec
+from raydsconv.manifest import INDEX_NAME, MANIFEST_NAME, Manifest, Shard
+from raydsconv.sources import Listing, Skipped, list_source
+
+
+@dataclass
+class ConversionReport:
+    """What a conversion did. ``seconds`` excludes Ray start-up, reported on its own."""
+
+    output: Path
+    format: str
+    num_candidates: int
+    num_samples: int
+    num_shards: int
+    skipped: list[Skipped]
+    seconds: float
+    ray_startup_seconds: float
+    bytes_written: int
+    manifest: Manifest = field(repr=False)
+
+    @property
+    def images_per_second(self) -> float:
+        return self.num_candidates / self.seconds if self.seconds > 0 else float("inf")
+
+    def summary(self) -> str:
+        lines = [
+            f"converted {self.num_samples} of {self.num_candidates} inputs into {self.num_shards} "
+            f"{self.format} shards at {self.output}",
+            f"{self.seconds:.1f} s ({self.images_per_second:.0f} images/s; Ray start-up "
+            f"{self.ray_startup_seconds:.1f} s more), {self.bytes_written / 1e6:.1f} MB written",
+        ]
+        if self.skipped:
+            lines.append(f"skipped {len(self.skipped)} inputs:")
+            lines.extend(f"  {s.path}: {s.reason}" for s in self.skipped[:20])
+            if len(self.skipped) > 20:
+                lines.append(f"  ... and {len(self.skipped) - 20} more (see {MANIFEST_NAME})")
+        return "\n".join(lines)
+
+
+def convert(
+    source: Any,
+    output: str | os.PathLike,
+    *,
+    format: str = "memmap",
+    shape: tuple[int, int] | None = None,
+    mode: str = "RGB",
+    resize: str = "stretch",
+    images_per_file: int = 1000,
+    batch_size: int = 32,
+    num_workers: int | None = None,
+    address: str | None = None,
+    overwrite: bool = False,
+    strict: bool = False,
+    draft: bool = False,
+    background: tuple[int, int, int] = (255, 255, 255),
+    pad_value: int = 0,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    progress: bool = True,
+) -> ConversionReport:
+    """Convert an image folder into a sharded dataset at ``output``.
+
+    Args:
+        source: an ImageNet-style folder (one sub-folder per class).
+        output: the dataset directory to create; must be empty unless ``overwrite``.
+        format: the output format (``raydsconv.formats.FORMATS`` lists them).
+        shape: ``(height, width)`` of every stored image (fixed-size formats).
+        mode: ``"RGB"`` or ``"L"``.
+        resize: ``"stretch"``, ``"crop"`` (short side, centre crop) or ``"pad"`` (letterbox).
+        images_per_file: samples per shard (inputs per shard; skipped inputs make a shard shorter).
+        batch_size: images prepared per call inside a task; tunes memory, never the output.
+        num_workers: at most this many tasks at once (and the CPUs of an embedded Ray); None = all.
+        address: a Ray cluster to use (``"auto"``, ``"ray://..."``); None = embedded or RAY_ADDRESS.
+        overwrite: replace an existing non-empty ``output``.
+        strict: raise on the first unreadable input instead of skipping it.
+        draft: let libjpeg decode large JPEGs at reduced scale (faster; pixels differ slightly).
+        background: RGB colour that transparent pixels are composited over.
+        pad_value: fill value of the letterbox for ``resize="pad"``.
+        max_pixels: larger images are skipped (decompression-bomb guard).
+        progress: show Ray Data's progress bars.
+
+    Returns:
+        A ConversionReport; bad inputs are listed in ``report.skipped`` and in the manifest.
+    """
+    fmt = get_format(format)
+    _check_positive("images_per_file", images_per_file)
+    _check_positive("batch_size", batch_size)
+    if num_workers is not None:
+        _check_positive("num_workers", num_workers)
+    if fmt.kind == "fixed" and shape is None:
+        raise InvalidArgumentError(f"format {fmt.name!r} stores one image size: give shape=(height, width)")
+    spec = ImageSpec(
+        shape=shape, mode=mode, resize=resize, background=background, pad_value=pad_value,
+        draft=draft, max_pixels=max_pixels,
+    )
+    output = Path(output).absolute()
+    listing = list_source(source)
+    _check_output_location(output, Path(listing.description["root"]))
+    _prepare_output(output, overwrite)
+
+    from raydsconv.cluster import ensure_ray
+    from raydsconv.pipeline import run_pipeline
+
+    ray_seconds = ensure_ray(address, num_cpus=num_workers)
+    started = time.perf_counter()
+    params = {**spec.to_dict(), "channels": spec.channels, "dtype": "uint8"}
+    records = run_pipeline(
+        listing, output, fmt, params, spec,
+        images_per_file=images_per_file, batch_size=batch_size, concurrency=num_workers,
+        strict=strict, progress=progress,
+    )
+    skipped = sorted(
+        [Skipped(listing.paths[c], reason) for record in records for c, reason in record.skipped]
+        + listing.skipped,
+        key=lambda s: s.path,
+    )
+    _write_index(output, listing, records)
+    manifest = Manifest(
+        format=fmt.name,
+        params=params,
+        num_samples=sum(len(record.kept) for record in records),
+        classes=listing.classes,
+        shards=[Shard(r.shard, len(r.kept), r.files) for r in records],
+        skipped=[s.to_dict() for s in skipped],
+        source=listing.description,
+        settings={"images_per_file": images_per_file, "strict": strict},
+        library_version=raydsconv.__version__,
+    )
+    manifest.write(output)
+    seconds = time.perf_counter() - started
+    return ConversionReport(
+        output=output,
+        format=fmt.name,
+        num_candidates=len(listing),
+        num_samples=manifest.num_samples,
+        num_shards=len(records),
+        skipped=skipped,
+        seconds=seconds,
+        ray_startup_seconds=ray_seconds,
+        bytes_written=sum(f.bytes for r in records for f in r.files.values()),
+        manifest=manifest,
+    )
+
+
+def _check_positive(name: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
+        raise InvalidArgumentError(f"{name} must be a positive integer, got {value!r}")
+
+
+def _check_output_location(output: Path, source_root: Path) -> None:
+    output_real, source_real = output.resolve(), source_root.resolve()
+    if output_real == source_real or source_real in output_real.parents:
+        raise InvalidArgumentError(f"output {str(output)!r} is inside the source {str(source_root)!r}; choose another place")
+    if output_real in source_real.parents:
+        raise InvalidArgumentError(f"output {str(output)!r} contains the source {str(source_root)!r}; choose another place")
+
+
+def _prepare_output(output: Path, overwrite: bool) -> None:
+    if output.exists() and not output.is_dir():
+        raise InvalidArgumentError(f"output {str(output)!r} exists and is not a directory")
+    if output.is_dir() and any(output.iterdir()):
+        if not overwrite:
+            raise InvalidArgumentError(f"output {str(output)!r} is not empty; pass overwrite=True (--overwrite) to replace it")
+        # The manifest goes first: an interrupted overwrite never looks like a finished dataset.
+        (output / MANIFEST_NAME).unlink(missing_ok=True)
+        shutil.rmtree(output)
+    output.mkdir(parents=True, exist_ok=True)
+
+
+def _write_index(output: Path, listing: Listing, records: list) -> None:
+    """One row per stored sample, in sample order: where it came from and where it is."""
+    kept = np.concatenate([r.kept for r in records]) if records else np.zeros(0, np.int64)
+    rows = [np.arange(len(r.kept), dtype=np.int64) for r in records]
+    table = pa.table(
+        {
+            "label": listing.labels[kept],
+            "shard": np.concatenate([np.full(len(r.kept), r.shard, dtype=np.int64) for r in records]),
+            "row": np.concatenate(rows),
+            "path": pa.array(listing.paths, type=pa.string()).take(pa.array(kept)),
+            "width": np.concatenate([r.width for r in records]),
+            "height": np.concatenate([r.height for r in records]),
+            "source_format": pa.array([f for r in records for f in r.source_format], type=pa.string()),
+        }
+    )
+    temporary = output / f".{INDEX_NAME}.partial"
+    pq.write_table(table, temporary)
+    os.replace(temporary, output / INDEX_NAME)

@@ -1,0 +1,61 @@
+"""The predecessor's (hpc_pytorch_loader) converter classes, kept so its users can switch.
+
+``MemmapConverter(input_data, output_path, images_per_file, batch_size, num_workers, shape,
+im_mode).convert()`` runs the Ray pipeline: ``batch_size`` is the number of images prepared per
+call inside a task (any value; it need not divide ``images_per_file``), ``num_workers`` caps the
+number of concurrent tasks.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, ClassVar
+
+from raydsconv.convert import ConversionReport, convert
+from raydsconv.errors import InvalidArgumentError
+
+
+class ConverterFixedSize:
+    """Base of the converters that store resized pixels; a subclass names its format."""
+
+    format: ClassVar[str]
+
+    def __init__(
+        self,
+        input_data: Any,
+        output_path: str | os.PathLike,
+        images_per_file: int = 1000,
+        batch_size: int = 32,
+        num_workers: int | None = None,
+        shape: tuple[int, int] | None = None,
+        im_mode: str = "RGB",
+        root_in_archive: str | None = None,
+        **options: Any,
+    ):
+        if root_in_archive is not None:
+            raise InvalidArgumentError("root_in_archive needs tar-archive input, which this version does not read yet")
+        self.input_data = input_data
+        self.output_path = output_path
+        self.images_per_file = images_per_file
+        self.batch_size = batch_size
+        self.num_workers = num_workers
+        self.shape = shape
+        self.im_mode = im_mode
+        self.options = options
+
+    def convert(self) -> ConversionReport:
+        return convert(
+            self.input_data,
+            self.output_path,
+            format=self.format,
+            shape=self.shape,
+            mode=self.im_mode,
+            images_per_file=self.images_per_file,
+            batch_size=self.batch_size,
+            num_workers=self.num_workers,
+            **self.options,
+        )
+
+
+class MemmapConverter(ConverterFixedSize):
+    format = "memmap"

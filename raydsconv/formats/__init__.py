@@ -1,0 +1,21 @@
+"""The format registry: a new format is one module plus one entry here."""
+
+from __future__ import annotations
+
+from raydsconv.errors import UnsupportedFormatError
+from raydsconv.formats.base import Format, ShardReader, ShardWriter
+from raydsconv.formats.memmap import MEMMAP
+
+FORMATS: dict[str, Format] = {MEMMAP.name: MEMMAP}
+
+
+def get_format(name: str) -> Format:
+    try:
+        return FORMATS[name]
+    except KeyError:
+        raise UnsupportedFormatError(
+            f"unknown format {name!r}; available: {', '.join(sorted(FORMATS))}"
+        ) from None
+
+
+__all__ = ["FORMATS", "Format", "ShardReader", "ShardWriter", "get_format"]

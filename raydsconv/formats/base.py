@@ -1,0 +1,75 @@
+"""What a format is: a ShardWriter that writes one shard in one process, and a ShardReader that
+reads samples back by (shard, row). Formats know nothing of Ray; the pipeline drives the writers."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from raydsconv.manifest import Manifest, ShardFile
+
+
+def shard_file_name(stem: str, shard: int, suffix: str) -> str:
+    """Deterministic names, e.g. images-00042.npy; the manifest lists them, readers never listdir."""
+    return f"{stem}-{shard:05d}{suffix}"
+
+
+def partial_path(final: Path) -> Path:
+    """Where a shard file is written before it is renamed into place."""
+    return final.with_name(f".{final.name}.partial")
+
+
+def commit_file(temporary: Path, final: Path, root: Path) -> ShardFile:
+    """Checksum a finished temporary file and rename it to its final name."""
+    with open(temporary, "rb") as file:
+        digest = hashlib.file_digest(file, "sha256").hexdigest()
+    size = temporary.stat().st_size
+    os.replace(temporary, final)
+    return ShardFile(name=final.relative_to(root).as_posix(), bytes=size, sha256=digest)
+
+
+class ShardWriter(ABC):
+    """Writes exactly one shard. ``add`` receives the shard's kept samples in order, in batches."""
+
+    def __init__(self, root: Path, shard: int, params: dict[str, Any]):
+        self.root = Path(root)
+        self.shard = shard
+        self.params = params
+
+    @abstractmethod
+    def add(self, batch: dict[str, np.ndarray]) -> None:
+        """Append a batch: ``batch["image"]`` and ``batch["label"]`` hold the rows in order."""
+
+    @abstractmethod
+    def close(self) -> dict[str, ShardFile]:
+        """Finish, rename every file into place, and return them by role."""
+
+    @abstractmethod
+    def abort(self) -> None:
+        """Remove temporary files after a failure."""
+
+
+class ShardReader(ABC):
+    """Reads samples of one dataset; created lazily inside each worker process."""
+
+    def __init__(self, root: Path, manifest: Manifest):
+        self.root = Path(root)
+        self.manifest = manifest
+
+    @abstractmethod
+    def read(self, shard: int, row: int) -> tuple[np.ndarray, int]:
+        """Return (image array, label) of one stored sample."""
+
+
+@dataclass(frozen=True)
+class Format:
+    name: str
+    kind: str  # "fixed" (decoded pixels of one shape) or "flexible" (original bytes)
+    writer: type[ShardWriter]
+    reader: type[ShardReader]

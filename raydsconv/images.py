@@ -1,0 +1,281 @@
+"""Turn one encoded image into the fixed-size pixels we store. No Ray, no formats.
+
+The rules, the same on every path:
+
+* EXIF orientation is applied first, then the mode conversion, then the resize.
+* Transparency (RGBA, LA, palette or grayscale with a transparent colour) is composited over
+  ``ImageSpec.background`` (white by default) before converting to the target mode.
+* 16-bit grayscale is scaled to 8 bits (65535 -> 255), never clipped; animated images give
+  their first frame.
+* ``shape`` is ``(height, width)``. ``resize`` is ``stretch`` (ignore aspect ratio), ``crop``
+  (resize the short side, centre crop) or ``pad`` (fit inside, letterbox with ``pad_value``).
+  Resampling is bicubic with antialiasing.
+
+JPEGs that need nothing but decode + resize take a faster path (libjpeg-turbo through
+``torchvision.io.decode_jpeg`` and torchvision's uint8 antialiased bicubic resize, which follows
+Pillow's algorithm): it is about twice as fast as Pillow and differs from it by rounding only
+(mean |diff| about 0.01 of 255). Everything else goes through Pillow.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
+
+from raydsconv.errors import InvalidArgumentError
+
+RESIZE_POLICIES = ("stretch", "crop", "pad")
+CHANNELS = {"RGB": 3, "L": 1}
+# Pillow's own decompression-bomb threshold (~89 Mpx); above it we skip the image instead of warning.
+DEFAULT_MAX_PIXELS = 89_478_485
+
+_ORIENTATION = ExifTags.Base.Orientation
+_SIXTEEN_BIT_MODES = {"I;16", "I;16L", "I;16B", "I;16N", "I"}
+_ALPHA_MODES = {"RGBA", "LA", "PA", "RGBa", "La"}
+
+
+class BadImage(Exception):
+    """This input is not a usable image; ``reason`` says why. Callers skip it and record the reason."""
+
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class ImageSpec:
+    """What every stored image looks like in a fixed-size format."""
+
+    shape: tuple[int, int]  # (height, width)
+    mode: str = "RGB"
+    resize: str = "stretch"
+    background: tuple[int, int, int] = (255, 255, 255)
+    pad_value: int = 0
+    draft: bool = False  # JPEG DCT-domain downscaling: faster for big images, changes pixels slightly
+    max_pixels: int = DEFAULT_MAX_PIXELS
+
+    def __post_init__(self) -> None:
+        shape = tuple(self.shape) if self.shape is not None else ()
+        if len(shape) != 2 or not all(isinstance(v, (int, np.integer)) and v > 0 for v in shape):
+            raise InvalidArgumentError(
+                f"shape must be two positive integers (height, width), got {self.shape!r}"
+            )
+        object.__setattr__(self, "shape", (int(shape[0]), int(shape[1])))
+        if self.mode not in CHANNELS:
+            raise InvalidArgumentError(
+                f"unknown image mode {self.mode!r}; choose one of {', '.join(CHANNELS)}"
+            )
+        if self.resize not in RESIZE_POLICIES:
+            raise InvalidArgumentError(
+                f"unknown resize policy {self.resize!r}; choose one of {', '.join(RESIZE_POLICIES)}"
+            )
+        object.__setattr__(self, "background", tuple(int(v) for v in self.background))
+        if len(self.background) != 3 or not all(0 <= v <= 255 for v in self.background):
+            raise InvalidArgumentError(f"background must be an RGB triple in 0..255, got {self.background!r}")
+        if not 0 <= self.pad_value <= 255:
+            raise InvalidArgumentError(f"pad_value must be in 0..255, got {self.pad_value!r}")
+        if self.max_pixels <= 0:
+            raise InvalidArgumentError(f"max_pixels must be positive, got {self.max_pixels!r}")
+
+    @property
+    def channels(self) -> int:
+        return CHANNELS[self.mode]
+
+    @property
+    def array_shape(self) -> tuple[int, ...]:
+        """Shape of one stored image: (H, W, C), or (H, W) for single-channel modes."""
+        height, width = self.shape
+        return (height, width) if self.channels == 1 else (height, width, self.channels)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "shape": list(self.shape), "background": list(self.background)}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "ImageSpec":
+        return cls(**{**data, "shape": tuple(data["shape"]), "background": tuple(data["background"])})
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """Where a (width, height) source lands in the target: resize to (resize_width, resize_height),
+    then crop at (offset_x, offset_y) for ``crop`` or paste at it on a canvas for ``pad``."""
+
+    resize_width: int
+    resize_height: int
+    offset_x: int = 0
+    offset_y: int = 0
+
+
+def plan_geometry(width: int, height: int, shape: tuple[int, int], policy: str) -> Geometry:
+    """Pure geometry shared by images and (later) masks, so both land on the same pixels."""
+    target_h, target_w = shape
+    if policy == "stretch":
+        return Geometry(target_w, target_h)
+    if policy == "crop":
+        scale = max(target_w / width, target_h / height)
+        new_w = max(target_w, round(width * scale))
+        new_h = max(target_h, round(height * scale))
+        return Geometry(new_w, new_h, (new_w - target_w) // 2, (new_h - target_h) // 2)
+    scale = min(target_w / width, target_h / height)
+    new_w = min(target_w, max(1, round(width * scale)))
+    new_h = min(target_h, max(1, round(height * scale)))
+    return Geometry(new_w, new_h, (target_w - new_w) // 2, (target_h - new_h) // 2)
+
+
+def place(resized: np.ndarray, geometry: Geometry, spec: ImageSpec) -> np.ndarray:
+    """Apply the crop or the letterbox of ``geometry`` to an already resized (H, W[, C]) array."""
+    target_h, target_w = spec.shape
+    x, y = geometry.offset_x, geometry.offset_y
+    if spec.resize == "crop":
+        return np.ascontiguousarray(resized[y : y + target_h, x : x + target_w])
+    if spec.resize == "pad":
+        canvas = np.full(spec.array_shape, spec.pad_value, dtype=np.uint8)
+        canvas[y : y + resized.shape[0], x : x + resized.shape[1]] = resized
+        return canvas
+    return resized
+
+
+@dataclass(frozen=True)
+class PreparedImage:
+    pixels: np.ndarray  # spec.array_shape, uint8
+    width: int  # size of the source after EXIF orientation
+    height: int
+    source_format: str  # what Pillow says the bytes are (JPEG, PNG, ...), whatever the file name
+
+
+def prepare_image(data: bytes, spec: ImageSpec) -> PreparedImage:
+    """Decode ``data`` and produce the stored pixels; raises BadImage with a reason."""
+    if not data:
+        raise BadImage("empty file")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        try:
+            image = Image.open(io.BytesIO(data))
+        except UnidentifiedImageError:
+            raise BadImage("not an image (no image format recognises these bytes)") from None
+        except Image.DecompressionBombError as error:
+            raise BadImage(f"too large: {error}") from None
+        except Exception as error:  # Pillow raises many types on malformed headers
+            raise BadImage(f"unreadable image header: {error}") from None
+        width, height = image.size
+        if width * height > spec.max_pixels:
+            raise BadImage(f"too large: {width}x{height} pixels exceeds max_pixels={spec.max_pixels}")
+        orientation = _orientation(image)
+        if _fast_path_applies(image, data, orientation, spec):
+            fast = _prepare_jpeg_fast(data, width, height, spec)
+            if fast is not None:
+                return fast
+        try:
+            return _prepare_with_pillow(image, orientation, spec)
+        except BadImage:
+            raise
+        except Exception as error:
+            raise BadImage(f"cannot decode {image.format or 'image'}: {error}") from None
+
+
+def _orientation(image: Image.Image) -> int:
+    try:
+        return int(image.getexif().get(_ORIENTATION, 1))
+    except Exception:  # a broken EXIF block must not cost us the image
+        return 1
+
+
+def _fast_path_applies(image: Image.Image, data: bytes, orientation: int, spec: ImageSpec) -> bool:
+    # A JPEG without its end-of-image marker is likely truncated: leave it to Pillow, which raises.
+    return (
+        image.format == "JPEG"
+        and image.mode == spec.mode
+        and orientation == 1
+        and not spec.draft
+        and data.rstrip(b"\x00\r\n ").endswith(b"\xff\xd9")
+    )
+
+
+def _prepare_jpeg_fast(data: bytes, width: int, height: int, spec: ImageSpec) -> PreparedImage | None:
+    import torch
+    from torchvision.io import ImageReadMode, decode_jpeg
+    from torchvision.transforms.v2 import InterpolationMode
+    from torchvision.transforms.v2 import functional as F
+
+    read_mode = ImageReadMode.RGB if spec.mode == "RGB" else ImageReadMode.GRAY
+    try:
+        encoded = torch.frombuffer(bytearray(data), dtype=torch.uint8)
+        decoded = decode_jpeg(encoded, mode=read_mode)
+    except Exception:
+        return None  # Pillow gets a second look and gives the precise reason
+    geometry = plan_geometry(width, height, spec.shape, spec.resize)
+    if (geometry.resize_width, geometry.resize_height) != (width, height):
+        decoded = F.resize(
+            decoded,
+            [geometry.resize_height, geometry.resize_width],
+            interpolation=InterpolationMode.BICUBIC,
+            antialias=True,
+        )
+    resized = decoded.permute(1, 2, 0).numpy()
+    if spec.channels == 1:
+        resized = resized[:, :, 0]
+    pixels = place(np.ascontiguousarray(resized), geometry, spec)
+    return PreparedImage(pixels, width, height, "JPEG")
+
+
+def _prepare_with_pillow(image: Image.Image, orientation: int, spec: ImageSpec) -> PreparedImage:
+    source_format = image.format or "unknown"
+    width, height = _oriented_size(image.size, orientation)
+    # Geometry comes from the file's own size, so draft decoding changes pixels, never the layout.
+    geometry = plan_geometry(width, height, spec.shape, spec.resize)
+    if spec.draft and image.format == "JPEG":
+        wanted = (geometry.resize_width, geometry.resize_height)
+        image.draft(image.mode if image.mode in ("RGB", "L") else None, _oriented_size(wanted, orientation))
+    image.load()  # raises on truncated data
+    if orientation != 1:
+        image = ImageOps.exif_transpose(image)
+    image = convert_mode(image, spec.mode, spec.background)
+    if image.size != (geometry.resize_width, geometry.resize_height):
+        image = image.resize((geometry.resize_width, geometry.resize_height), Image.Resampling.BICUBIC)
+    pixels = place(np.asarray(image, dtype=np.uint8), geometry, spec)
+    return PreparedImage(pixels, width, height, source_format)
+
+
+def _oriented_size(size: tuple[int, int], orientation: int) -> tuple[int, int]:
+    return (size[1], size[0]) if orientation in (5, 6, 7, 8) else size
+
+
+def convert_mode(image: Image.Image, mode: str, background: tuple[int, int, int]) -> Image.Image:
+    """Bring any Pillow mode to ``mode`` ("RGB" or "L") by the documented rules."""
+    if image.mode in _SIXTEEN_BIT_MODES:
+        values = np.asarray(image).astype(np.uint32).clip(0, 65535)
+        image = Image.fromarray(((values * 255 + 32767) // 65535).astype(np.uint8), "L")
+    elif image.mode == "F":
+        image = Image.fromarray(np.asarray(image).clip(0, 255).round().astype(np.uint8), "L")
+    if image.mode in _ALPHA_MODES or "transparency" in image.info:
+        rgba = image.convert("RGBA")
+        canvas = Image.new("RGBA", rgba.size, (*background, 255))
+        image = Image.alpha_composite(canvas, rgba).convert("RGB")
+    if image.mode == mode:
+        return image
+    if image.mode not in ("RGB", "L"):
+        image = image.convert("RGB")
+    return image.convert(mode)
+
+
+class ResizeAndConvert:
+    """A torchvision-style transform: PIL image in, PIL image of ``size=(height, width)`` and ``mode`` out.
+
+    Uses exactly the rules of the converters (orientation, alpha, 16-bit, resize policy), so a
+    torch Dataset wrapped with it converts to the same pixels as a folder of the same images.
+    """
+
+    def __init__(self, size: tuple[int, int], mode: str = "RGB", resize: str = "stretch", **options: Any):
+        self.spec = ImageSpec(shape=tuple(size), mode=mode, resize=resize, **options)
+
+    def __call__(self, image: Image.Image) -> Image.Image:
+        prepared = _prepare_with_pillow(image, _orientation(image), self.spec)
+        return Image.fromarray(prepared.pixels, self.spec.mode)
+
+    def __repr__(self) -> str:
+        return f"ResizeAndConvert(size={self.spec.shape}, mode={self.spec.mode!r}, resize={self.spec.resize!r})"

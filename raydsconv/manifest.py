@@ -1,0 +1,180 @@
+"""The on-disk contract between writers and readers.
+
+``manifest.json`` sits at the dataset root and is written last, atomically: no manifest, no
+dataset. It is versioned; a reader refuses a version it does not know. Per-sample facts (source
+path, label, shard, row, original size and format) live in ``index.parquet`` beside it, one row per
+stored sample, shared by every format.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from raydsconv.errors import ManifestError
+
+MANIFEST_NAME = "manifest.json"
+INDEX_NAME = "index.parquet"
+FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class ShardFile:
+    name: str  # relative to the dataset root
+    bytes: int
+    sha256: str
+
+
+@dataclass(frozen=True)
+class Shard:
+    index: int
+    num_samples: int
+    files: dict[str, ShardFile]  # role ("images", "labels", ...) -> file
+
+
+@dataclass(frozen=True)
+class Manifest:
+    format: str
+    params: dict[str, Any]  # the format's parameters (shape, mode, resize policy, ...)
+    num_samples: int
+    classes: list[str]
+    shards: list[Shard]
+    skipped: list[dict[str, str]] = field(default_factory=list)  # {"path", "reason"}
+    source: dict[str, Any] = field(default_factory=dict)
+    settings: dict[str, Any] = field(default_factory=dict)
+    index_file: str = INDEX_NAME
+    library_version: str = ""
+    format_version: int = FORMAT_VERSION
+
+    @property
+    def class_to_idx(self) -> dict[str, int]:
+        return {name: i for i, name in enumerate(self.classes)}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "format_version": self.format_version,
+            "library_version": self.library_version,
+            "format": self.format,
+            "params": self.params,
+            "num_samples": self.num_samples,
+            "classes": self.classes,
+            "class_to_idx": self.class_to_idx,
+            "index_file": self.index_file,
+            "shards": [
+                {
+                    "index": shard.index,
+                    "num_samples": shard.num_samples,
+                    "files": {
+                        role: {"name": f.name, "bytes": f.bytes, "sha256": f.sha256}
+                        for role, f in shard.files.items()
+                    },
+                }
+                for shard in self.shards
+            ],
+            "skipped": self.skipped,
+            "source": self.source,
+            "settings": self.settings,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Any, where: str = MANIFEST_NAME) -> "Manifest":
+        """Validate and build; every problem raises ManifestError naming ``where`` and the field."""
+
+        def fail(problem: str) -> ManifestError:
+            return ManifestError(f"{where}: {problem}")
+
+        if not isinstance(data, dict):
+            raise fail("expected a JSON object at the top level")
+        version = data.get("format_version")
+        if not isinstance(version, int):
+            raise fail("missing or non-integer 'format_version'")
+        if version > FORMAT_VERSION or version < 1:
+            raise fail(
+                f"format_version {version} is not supported by this raydsconv (it reads 1..{FORMAT_VERSION});"
+                " upgrade raydsconv or re-convert the dataset"
+            )
+        try:
+            shards = [
+                Shard(
+                    index=int(item["index"]),
+                    num_samples=int(item["num_samples"]),
+                    files={
+                        role: ShardFile(str(f["name"]), int(f["bytes"]), str(f["sha256"]))
+                        for role, f in item["files"].items()
+                    },
+                )
+                for item in data["shards"]
+            ]
+            manifest = cls(
+                format=str(data["format"]),
+                params=dict(data["params"]),
+                num_samples=int(data["num_samples"]),
+                classes=[str(c) for c in data["classes"]],
+                shards=shards,
+                skipped=list(data.get("skipped", [])),
+                source=dict(data.get("source", {})),
+                settings=dict(data.get("settings", {})),
+                index_file=str(data.get("index_file", INDEX_NAME)),
+                library_version=str(data.get("library_version", "")),
+                format_version=version,
+            )
+        except KeyError as error:
+            raise fail(f"missing field {error.args[0]!r}") from None
+        except (TypeError, ValueError, AttributeError) as error:
+            raise fail(f"malformed field: {error}") from None
+        if [s.index for s in shards] != list(range(len(shards))):
+            raise fail("shards must be listed in order 0, 1, 2, ...")
+        if sum(s.num_samples for s in shards) != manifest.num_samples:
+            raise fail("num_samples does not equal the sum of the shards' sample counts")
+        return manifest
+
+    def write(self, root: str | os.PathLike) -> Path:
+        """Write atomically (temporary file + rename) so a reader never sees half a manifest."""
+        root = Path(root)
+        text = json.dumps(self.to_dict(), indent=1, sort_keys=False) + "\n"
+        handle, temporary = tempfile.mkstemp(prefix=".manifest-", dir=root)
+        with os.fdopen(handle, "w") as file:
+            file.write(text)
+            file.flush()
+            os.fsync(file.fileno())
+        os.chmod(temporary, 0o644)
+        os.replace(temporary, root / MANIFEST_NAME)
+        return root / MANIFEST_NAME
+
+
+def load_manifest(root: str | os.PathLike, *, check_files: bool = True) -> Manifest:
+    """Read and validate ``root/manifest.json``; with ``check_files``, also that every shard file
+    exists with its recorded size (a stat per file, no open)."""
+    root = Path(root)
+    path = root / MANIFEST_NAME
+    if not root.is_dir():
+        raise ManifestError(f"{root}: not a directory; expected a dataset written by raydsconv")
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ManifestError(
+            f"{path}: no manifest; {root} is not a finished raydsconv dataset (was the conversion interrupted?)"
+        ) from None
+    except (OSError, ValueError) as error:
+        raise ManifestError(f"{path}: cannot read manifest: {error}") from None
+    manifest = Manifest.from_dict(data, where=str(path))
+    if check_files:
+        for shard in manifest.shards:
+            for shard_file in shard.files.values():
+                file_path = root / shard_file.name
+                try:
+                    size = file_path.stat().st_size
+                except FileNotFoundError:
+                    raise ManifestError(
+                        f"{path}: shard file {shard_file.name} is missing; the dataset is incomplete"
+                    ) from None
+                if size != shard_file.bytes:
+                    raise ManifestError(
+                        f"{path}: shard file {shard_file.name} has {size} bytes, the manifest says "
+                        f"{shard_file.bytes}; the file was changed or truncated"
+                    )
+    return manifest

@@ -1,0 +1,241 @@
+"""Builds and runs the Ray Data plan; the only module that composes Ray Data.
+
+    sample table ──from_arrow (one block per shard)──▶ map_batches(prepare) ──▶ write_datasink(ShardSink)
+
+Ray fuses ``map_batches`` and the write into one task per block, so a shard is read, prepared and
+written by a single task, in index order, and pixels never travel through the object store or the
+driver. Each task returns only a small record per shard (files, checksums, per-sample metadata).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+import pyarrow as pa
+
+from raydsconv.errors import ConversionError, RaydsconvError
+from raydsconv.formats import Format
+from raydsconv.images import BadImage, ImageSpec, prepare_image
+from raydsconv.manifest import ShardFile
+from raydsconv.sources import Listing
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class ShardRecord:
+    """What one written shard reports back to the driver."""
+
+    shard: int
+    files: dict[str, ShardFile]
+    kept: np.ndarray  # candidate numbers of the stored samples, in row order
+    width: np.ndarray
+    height: np.ndarray
+    source_format: list[str]
+    skipped: list[tuple[int, str]] = field(default_factory=list)  # (candidate, reason)
+
+
+def prepare_batch(batch: dict[str, np.ndarray], *, loader: Any, spec: ImageSpec) -> dict[str, np.ndarray]:
+    """Read and prepare a batch of candidates. Bad inputs are marked (ok=False, reason), not raised."""
+    count = len(batch["path"])
+    images = np.zeros((count, *spec.array_shape), dtype=np.uint8)
+    ok = np.zeros(count, dtype=bool)
+    width = np.zeros(count, dtype=np.int32)
+    height = np.zeros(count, dtype=np.int32)
+    source_format = np.full(count, "", dtype=object)
+    reason = np.full(count, "", dtype=object)
+    for i, path in enumerate(batch["path"]):
+        try:
+            prepared = prepare_image(_read(loader, path), spec)
+        except BadImage as bad:
+            reason[i] = bad.reason
+            continue
+        images[i] = prepared.pixels
+        ok[i], width[i], height[i] = True, prepared.width, prepared.height
+        source_format[i] = prepared.source_format
+    return {
+        "candidate": batch["candidate"],
+        "path": batch["path"],
+        "label": batch["label"],
+        "shard": batch["shard"],
+        "ok": ok,
+        "reason": reason,
+        "width": width,
+        "height": height,
+        "source_format": source_format,
+        "image": images,
+    }
+
+
+def _read(loader: Any, path: str) -> bytes:
+    try:
+        return loader.read(path)
+    except OSError as error:
+        raise BadImage(f"cannot read file: {error.strerror or error}") from None
+
+
+class _ShardInProgress:
+    def __init__(self, shard: int, fmt: Format, root: Path, params: dict[str, Any], strict: bool):
+        self.shard = shard
+        self.strict = strict
+        self.writer = fmt.writer(root, shard, params)
+        self.kept: list[np.ndarray] = []
+        self.width: list[np.ndarray] = []
+        self.height: list[np.ndarray] = []
+        self.source_format: list[str] = []
+        self.skipped: list[tuple[int, str]] = []
+
+    def add(self, batch: dict[str, np.ndarray]) -> None:
+        ok = batch["ok"]
+        if not ok.all():
+            bad = np.flatnonzero(~ok)
+            if self.strict:
+                first = bad[0]
+                raise ConversionError(f"{batch['path'][first]}: {batch['reason'][first]} (strict mode)")
+            self.skipped.extend((int(batch["candidate"][i]), str(batch["reason"][i])) for i in bad)
+            batch = {key: value[ok] for key, value in batch.items()}
+        if len(batch["candidate"]) == 0:
+            return
+        self.writer.add(batch)
+        self.kept.append(batch["candidate"].astype(np.int64))
+        self.width.append(batch["width"])
+        self.height.append(batch["height"])
+        self.source_format.extend(str(f) for f in batch["source_format"])
+
+    def finish(self) -> ShardRecord:
+        files = self.writer.close()
+
+        def joined(parts: list[np.ndarray], dtype) -> np.ndarray:
+            return np.concatenate(parts).astype(dtype) if parts else np.zeros(0, dtype=dtype)
+
+        return ShardRecord(
+            shard=self.shard,
+            files=files,
+            kept=joined(self.kept, np.int64),
+            width=joined(self.width, np.int32),
+            height=joined(self.height, np.int32),
+            source_format=self.source_format,
+            skipped=self.skipped,
+        )
+
+
+def _make_sink(fmt: Format, root: Path, params: dict[str, Any], strict: bool):
+    from ray.data.block import BlockAccessor
+    from ray.data.datasource import Datasink
+
+    class ShardSink(Datasink):
+        """Writes the shards of the blocks a task receives; a shard never spans two tasks because
+        one input block holds one whole shard and Ray fuses prepare + write into that task."""
+
+        def __init__(self) -> None:
+            self.records: list[ShardRecord] = []
+
+        def write(self, blocks: Iterable[Any], ctx: Any) -> list[ShardRecord]:
+            records: list[ShardRecord] = []
+            current: _ShardInProgress | None = None
+            try:
+                for block in blocks:
+                    batch = BlockAccessor.for_block(block).to_numpy()
+                    shards = batch["shard"]
+                    starts = [0, *(np.flatnonzero(np.diff(shards)) + 1).tolist(), len(shards)]
+                    for start, stop in zip(starts[:-1], starts[1:]):
+                        shard = int(shards[start])
+                        if current is None or current.shard != shard:
+                            if current is not None:
+                                records.append(current.finish())
+                            current = _ShardInProgress(shard, fmt, root, params, strict)
+                        current.add({key: value[start:stop] for key, value in batch.items()})
+                if current is not None:
+                    records.append(current.finish())
+            except BaseException:
+                if current is not None:
+                    current.writer.abort()
+                raise
+            return records
+
+        def on_write_complete(self, write_result: Any) -> None:
+            self.records = [record for returned in write_result.write_returns for record in returned]
+
+        def get_name(self) -> str:
+            return f"Write{fmt.name.capitalize()}Shards"
+
+    return ShardSink()
+
+
+def sample_table(listing: Listing, images_per_file: int) -> pa.Table:
+    candidate = np.arange(len(listing), dtype=np.int64)
+    return pa.table(
+        {
+            "candidate": candidate,
+            "path": pa.array(listing.paths, type=pa.string()),
+            "label": listing.labels,
+            "shard": candidate // images_per_file,
+        }
+    )
+
+
+def run_pipeline(
+    listing: Listing,
+    root: Path,
+    fmt: Format,
+    params: dict[str, Any],
+    spec: ImageSpec,
+    *,
+    images_per_file: int,
+    batch_size: int,
+    concurrency: int | None,
+    strict: bool,
+    progress: bool,
+) -> list[ShardRecord]:
+    """Convert every candidate of ``listing`` into shards under ``root``; return one record per shard."""
+    import ray
+
+    context = ray.data.DataContext.get_current()
+    context.enable_progress_bars = progress
+    context.print_on_execution_start = progress
+    table = sample_table(listing, images_per_file)
+    num_shards = -(-len(listing) // images_per_file)
+    blocks = [table.slice(shard * images_per_file, images_per_file) for shard in range(num_shards)]
+    compute = ray.data.TaskPoolStrategy(size=concurrency)
+    dataset = ray.data.from_arrow(blocks).map_batches(
+        prepare_batch,
+        fn_kwargs={"loader": listing.loader, "spec": spec},
+        batch_size=batch_size,
+        batch_format="numpy",
+        compute=compute,
+    )
+    sink = _make_sink(fmt, root, params, strict)
+    try:
+        dataset.write_datasink(sink, concurrency=concurrency)
+    except Exception as error:
+        cause = _raydsconv_cause(error)
+        if cause is not None:
+            raise ConversionError(str(cause)) from None
+        raise
+    records = sorted(sink.records, key=lambda record: record.shard)
+    if [record.shard for record in records] != list(range(num_shards)):
+        raise ConversionError(
+            f"internal error: expected shards 0..{num_shards - 1} written once each, got "
+            f"{[record.shard for record in records]} (did Ray split a shard across tasks?)"
+        )
+    return records
+
+
+def _raydsconv_cause(error: BaseException) -> RaydsconvError | None:
+    """Find our own error inside Ray's wrappers (RayTaskError, UserCodeException, ...)."""
+    seen = set()
+    stack = [error]
+    while stack:
+        current = stack.pop()
+        if current is None or id(current) in seen:
+            continue
+        seen.add(id(current))
+        inner = getattr(current, "cause", None)  # Ray's task errors wrap the original here
+        if isinstance(current, RaydsconvError) and inner is None:
+            return current
+        stack.extend([current.__context__, current.__cause__, inner])
+    return None

@@ -1,0 +1,138 @@
+"""Map-style torch Datasets over a converted dataset, for any DataLoader (fork or spawn workers).
+
+The manifest is read at construction (cheap: no shard is opened); the format's ShardReader is
+created lazily in each process that reads, so a Dataset pickles small and never shares file
+handles or memory maps across a fork.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Callable, ClassVar
+
+import numpy as np
+from PIL import Image
+from torch.utils.data import Dataset
+
+from raydsconv.errors import ManifestError
+from raydsconv.formats import ShardReader, get_format
+from raydsconv.manifest import Manifest, load_manifest
+
+
+class ShardedDataset(Dataset):
+    """``ds[i] -> (image, label)`` over a dataset written by raydsconv.
+
+    Args:
+        dataset_path: the dataset directory (the one holding ``manifest.json``).
+        transform: applied to the PIL image, as with torchvision's ImageFolder.
+        target_transform: applied to the label.
+    """
+
+    format_name: ClassVar[str | None] = None  # subclasses pin a format; None accepts any
+
+    def __init__(
+        self,
+        dataset_path: str | os.PathLike,
+        transform: Callable[[Any], Any] | None = None,
+        target_transform: Callable[[Any], Any] | None = None,
+    ):
+        self.dataset_path = Path(dataset_path)
+        self.transform = transform
+        self.target_transform = target_transform
+        self.manifest: Manifest = load_manifest(self.dataset_path)
+        if self.format_name is not None and self.manifest.format != self.format_name:
+            raise ManifestError(
+                f"{self.dataset_path}: holds format {self.manifest.format!r}, not {self.format_name!r}; "
+                "use raydsconv.open_dataset() to pick the right reader"
+            )
+        self._format = get_format(self.manifest.format)
+        # Sample i lives in the shard whose cumulative count first exceeds i.
+        self._shard_ends = np.cumsum([shard.num_samples for shard in self.manifest.shards])
+        self._reader: ShardReader | None = None
+        self._reader_pid: int | None = None
+        self._index = None
+
+    @property
+    def classes(self) -> list[str]:
+        return self.manifest.classes
+
+    @property
+    def class_to_idx(self) -> dict[str, int]:
+        return self.manifest.class_to_idx
+
+    @property
+    def mode(self) -> str | None:
+        return self.manifest.params.get("mode")
+
+    def __len__(self) -> int:
+        return self.manifest.num_samples
+
+    def locate(self, index: int) -> tuple[int, int]:
+        """(shard, row) of sample ``index``."""
+        if not -len(self) <= index < len(self):
+            raise IndexError(f"sample {index} out of range for a dataset of {len(self)} samples")
+        index %= len(self)
+        shard = int(np.searchsorted(self._shard_ends, index, side="right"))
+        start = int(self._shard_ends[shard - 1]) if shard else 0
+        return shard, index - start
+
+    def _shard_reader(self) -> ShardReader:
+        if self._reader is None or self._reader_pid != os.getpid():
+            self._reader = self._format.reader(self.dataset_path, self.manifest)
+            self._reader_pid = os.getpid()
+        return self._reader
+
+    def __getitem__(self, index: int) -> tuple[Any, Any]:
+        pixels, label = self._shard_reader().read(*self.locate(int(index)))
+        image: Any = Image.fromarray(pixels, self.mode)
+        target: Any = label
+        if self.transform is not None:
+            image = self.transform(image)
+        if self.target_transform is not None:
+            target = self.target_transform(target)
+        return image, target
+
+    def index(self):
+        """The per-sample index (pyarrow Table): label, shard, row, source path, size, format."""
+        if self._index is None:
+            import pyarrow.parquet as pq
+
+            self._index = pq.read_table(self.dataset_path / self.manifest.index_file)
+        return self._index
+
+    def source_path(self, index: int) -> str:
+        """Path of sample ``index``'s source file, relative to the source root."""
+        return self.index().column("path")[index].as_py()
+
+    @property
+    def source_root(self) -> str | None:
+        return self.manifest.source.get("root")
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_reader"] = state["_reader_pid"] = state["_index"] = None  # reopened in the worker
+        return state
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({str(self.dataset_path)!r}, format={self.manifest.format!r}, samples={len(self)})"
+
+
+class MemmapReader(ShardedDataset):
+    """Reads a ``memmap`` dataset (the predecessor's name and signature)."""
+
+    format_name = "memmap"
+
+
+_READERS: dict[str, type[ShardedDataset]] = {"memmap": MemmapReader}
+
+
+def open_dataset(
+    dataset_path: str | os.PathLike,
+    transform: Callable[[Any], Any] | None = None,
+    target_transform: Callable[[Any], Any] | None = None,
+) -> ShardedDataset:
+    """Open any dataset written by raydsconv with the reader its manifest names."""
+    manifest = load_manifest(dataset_path, check_files=False)
+    reader = _READERS.get(manifest.format, ShardedDataset)
+    return reader(dataset_path, transform=transform, target_transform=target_transform)

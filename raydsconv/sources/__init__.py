@@ -1,0 +1,30 @@
+"""Where samples come from. A source lists its candidates cheaply on the driver (no decoding) and
+hands the pipeline a picklable loader that reads one candidate's bytes inside a worker."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from raydsconv.errors import InvalidArgumentError
+from raydsconv.sources.listing import Listing, Skipped
+
+
+def list_source(source: Any) -> Listing:
+    """Dispatch on what the user passed: today an image folder (one sub-folder per class)."""
+    if isinstance(source, (str, os.PathLike)):
+        path = Path(source)
+        if not path.exists():
+            raise InvalidArgumentError(f"source {str(path)!r} does not exist")
+        if path.is_dir():
+            from raydsconv.sources.folder import list_image_folder
+
+            return list_image_folder(path)
+        raise InvalidArgumentError(
+            f"source {str(path)!r} is a file; give an image folder with one sub-folder per class"
+        )
+    raise InvalidArgumentError(f"unsupported source {source!r}; give the path of an image folder")
+
+
+__all__ = ["Listing", "Skipped", "list_source"]
