@@ -13,8 +13,8 @@ __version__ = "0.1.0"
 # Public name -> module that defines it; resolved on first use so that `import raydsconv`
 # stays light (no Ray, no torch until a reader or converter is touched).
 _EXPORTS = {
-    "convert": "raydsconv.convert",
-    "ConversionReport": "raydsconv.convert",
+    "convert": "raydsconv.conversion",
+    "ConversionReport": "raydsconv.conversion",
     "MemmapConverter": "raydsconv.converters",
     "open_dataset": "raydsconv.reading.dataset",
     "ShardedDataset": "raydsconv.reading.dataset",
@@ -31,7 +31,7 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS) + ["__version__"]
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
-    from raydsconv.convert import ConversionReport, convert
+    from raydsconv.conversion import ConversionReport, convert
     from raydsconv.converters import MemmapConverter
     from raydsconv.errors import ConversionError, InvalidArgumentError, ManifestError, RaydsconvError
     from raydsconv.images import ImageSpec, ResizeAndConvert

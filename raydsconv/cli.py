@@ -61,7 +61,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _convert(args: argparse.Namespace) -> int:
-    from raydsconv.convert import convert
+    from raydsconv.conversion import convert
 
     report = convert(
         args.source,

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from typing import Any, ClassVar
 
-from raydsconv.convert import ConversionReport, convert
+from raydsconv.conversion import ConversionReport, convert
 from raydsconv.errors import InvalidArgumentError
 
 

@@ -14,7 +14,7 @@ def run_demo(workdir: str | None = None, *, num_images: int = 300) -> int:
     from torch.utils.data import DataLoader
     from torchvision.transforms.v2 import PILToTensor
 
-    from raydsconv.convert import convert
+    from raydsconv.conversion import convert
     from raydsconv.reading import open_dataset
     from raydsconv.samples import write_image_folder, write_odd_cases
 

@@ -198,7 +198,10 @@ def _fast_path_applies(image: Image.Image, data: bytes, orientation: int, spec: 
 
 def _prepare_jpeg_fast(data: bytes, width: int, height: int, spec: ImageSpec) -> PreparedImage | None:
     import torch
-    from torchvision.io import ImageReadMode, decode_jpeg
+
+    with warnings.catch_warnings():  # torchvision 0.29 announces a move of its codecs to torchcodec
+        warnings.simplefilter("ignore", DeprecationWarning)
+        from torchvision.io import ImageReadMode, decode_jpeg
     from torchvision.transforms.v2 import InterpolationMode
     from torchvision.transforms.v2 import functional as F
 

@@ -1,0 +1,199 @@
+"""Folder -> memmap through the Ray pipeline, and back through the reader."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+from reference import assert_matches_reference
+from torch.utils.data import DataLoader
+from torchvision.transforms.v2 import PILToTensor
+
+import raydsconv
+from raydsconv import ConversionError, InvalidArgumentError, ManifestError, MemmapReader, convert, open_dataset
+from raydsconv.sources.folder import list_image_folder
+
+pytestmark = pytest.mark.usefixtures("ray_session")
+
+
+def tree_digest(root: Path) -> dict[str, str]:
+    return {p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def converted(small_folder, tmp_path_factory):
+    output = tmp_path_factory.mktemp("out") / "ds"
+    report = convert(small_folder, output, shape=(24, 40), images_per_file=7, progress=False)
+    return report, output
+
+
+def test_round_trip_pixels_labels_and_paths(converted, small_folder):
+    report, output = converted
+    listing = list_image_folder(small_folder)
+    dataset = MemmapReader(output)
+    expected_skipped = {"odd/empty.jpg", "odd/random_bytes.png", "odd/readme.txt", "odd/truncated.jpg"}
+    assert {s.path for s in report.skipped} == expected_skipped
+    kept = [(p, l) for p, l in zip(listing.paths, listing.labels.tolist()) if p not in expected_skipped]
+    assert len(dataset) == report.num_samples == len(kept)
+    assert dataset.classes == listing.classes
+    assert dataset.class_to_idx == {name: i for i, name in enumerate(listing.classes)}
+    for i, (path, label) in enumerate(kept):
+        image, target = dataset[i]
+        assert (dataset.source_path(i), target) == (path, label)
+        assert image.size == (40, 24) and image.mode == "RGB"
+        assert_matches_reference(np.asarray(image), (small_folder / path).read_bytes(), (24, 40), what=path)
+
+
+def test_shards_are_real_npy_files_and_manifest_describes_them(converted):
+    report, output = converted
+    manifest = json.loads((output / "manifest.json").read_text())
+    assert manifest["format_version"] == 1 and manifest["format"] == "memmap"
+    assert manifest["params"]["shape"] == [24, 40] and manifest["params"]["mode"] == "RGB"
+    assert manifest["num_samples"] == report.num_samples
+    assert {s["path"] for s in manifest["skipped"]} == {s.path for s in report.skipped}
+    assert all(s["reason"] for s in manifest["skipped"])
+    assert manifest["source"]["kind"] == "folder"
+    # 7 inputs per shard: a skipped input makes its shard shorter, never moves samples across shards.
+    total_inputs = report.num_candidates
+    assert len(manifest["shards"]) == -(-total_inputs // 7)
+    for shard in manifest["shards"]:
+        images = np.load(output / shard["files"]["images"]["name"], mmap_mode="r")
+        labels = np.load(output / shard["files"]["labels"]["name"])
+        assert images.shape == (shard["num_samples"], 24, 40, 3) and images.dtype == np.uint8
+        assert labels.shape == (shard["num_samples"],) and labels.dtype == np.int64
+        for role, f in shard["files"].items():
+            data = (output / f["name"]).read_bytes()
+            assert len(data) == f["bytes"] and hashlib.sha256(data).hexdigest() == f["sha256"]
+    index = pq.read_table(output / "index.parquet").to_pydict()
+    assert len(index["path"]) == report.num_samples
+    assert index["label"] == [open_dataset(output)[i][1] for i in range(report.num_samples)]
+    exif = index["path"].index("odd/exif_rotated.jpg")
+    assert (index["width"][exif], index["height"][exif], index["source_format"][exif]) == (64, 96, "JPEG")
+    assert index["source_format"][index["path"].index("odd/png_named.JPEG")] == "PNG"
+    assert not list(output.glob(".*")), "temporary files left behind"
+
+
+@pytest.mark.parametrize("policy", ["crop", "pad"])
+@pytest.mark.parametrize("shape, mode", [((16, 16), "RGB"), ((12, 20), "L")])
+def test_resize_policies_and_modes_round_trip(small_folder, tmp_path, policy, shape, mode):
+    report = convert(small_folder, tmp_path / "ds", shape=shape, mode=mode, resize=policy,
+                     images_per_file=50, progress=False)
+    dataset = open_dataset(tmp_path / "ds")
+    assert len(dataset) == report.num_samples
+    for i in range(len(dataset)):
+        image, _ = dataset[i]
+        assert image.mode == mode
+        path = dataset.source_path(i)
+        assert_matches_reference(np.asarray(image), (small_folder / path).read_bytes(), shape, mode, policy, path)
+
+
+def test_output_is_byte_identical_whatever_the_parallelism(small_folder, tmp_path):
+    convert(small_folder, tmp_path / "one", shape=(16, 16), images_per_file=5, num_workers=1, batch_size=3, progress=False)
+    convert(small_folder, tmp_path / "two", shape=(16, 16), images_per_file=5, num_workers=2, batch_size=64, progress=False)
+    assert tree_digest(tmp_path / "one") == tree_digest(tmp_path / "two")
+
+
+def test_different_shard_sizes_store_the_same_samples(small_folder, tmp_path):
+    small = convert(small_folder, tmp_path / "a", shape=(16, 16), images_per_file=1, progress=False)
+    large = convert(small_folder, tmp_path / "b", shape=(16, 16), images_per_file=1000, progress=False)
+    a, b = open_dataset(tmp_path / "a"), open_dataset(tmp_path / "b")
+    assert small.num_shards == small.num_candidates and large.num_shards == 1
+    assert len(a) == len(b)
+    for i in range(len(a)):
+        assert a.source_path(i) == b.source_path(i)
+        assert a[i][1] == b[i][1]
+        assert np.array_equal(np.asarray(a[i][0]), np.asarray(b[i][0]))
+
+
+@pytest.mark.parametrize("context", ["fork", "spawn"])
+def test_dataloader_with_two_workers(converted, context):
+    _, output = converted
+    dataset = MemmapReader(output, transform=PILToTensor())
+    direct = [dataset[i] for i in range(len(dataset))]
+    loader = DataLoader(dataset, batch_size=4, num_workers=2, multiprocessing_context=context)
+    images, labels = [], []
+    for batch_images, batch_labels in loader:
+        images.extend(batch_images)
+        labels.extend(batch_labels.tolist())
+    assert labels == [label for _, label in direct]
+    assert all(np.array_equal(a.numpy(), b.numpy()) for a, (b, _) in zip(images, direct))
+
+
+def test_reader_pickles_small_and_reopens_lazily(converted):
+    _, output = converted
+    dataset = MemmapReader(output)
+    dataset[0]
+    clone = pickle.loads(pickle.dumps(dataset))
+    assert clone._reader is None
+    assert np.array_equal(np.asarray(clone[3][0]), np.asarray(dataset[3][0]))
+    assert len(pickle.dumps(dataset)) < 20_000
+    with pytest.raises(IndexError):
+        dataset[len(dataset)]
+
+
+def test_non_empty_output_is_refused_unless_overwrite(small_folder, tmp_path):
+    output = tmp_path / "ds"
+    output.mkdir()
+    (output / "keep.txt").write_text("x")
+    with pytest.raises(InvalidArgumentError, match="not empty"):
+        convert(small_folder, output, shape=(8, 8), progress=False)
+    convert(small_folder, output, shape=(8, 8), overwrite=True, progress=False)
+    assert not (output / "keep.txt").exists() and (output / "manifest.json").exists()
+
+
+def test_strict_mode_names_the_bad_file_and_writes_no_manifest(small_folder, tmp_path):
+    with pytest.raises(ConversionError, match=r"odd/(empty|random_bytes|readme|truncated)"):
+        convert(small_folder, tmp_path / "ds", shape=(8, 8), strict=True, progress=False)
+    assert not (tmp_path / "ds" / "manifest.json").exists()
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"shape": None}, "shape"),
+        ({"shape": (0, 8)}, "shape"),
+        ({"shape": (8, 8), "mode": "XYZ"}, "mode"),
+        ({"shape": (8, 8), "images_per_file": 0}, "images_per_file"),
+        ({"shape": (8, 8), "format": "zarr"}, "unknown format"),
+    ],
+)
+def test_bad_arguments_fail_before_any_work(small_folder, tmp_path, kwargs, message):
+    with pytest.raises(InvalidArgumentError, match=message):
+        convert(small_folder, tmp_path / "ds", **kwargs)
+    assert not (tmp_path / "ds").exists()
+
+
+def test_output_inside_source_is_refused(small_folder):
+    with pytest.raises(InvalidArgumentError, match="inside the source"):
+        convert(small_folder, small_folder / "class_0" / "out", shape=(8, 8))
+
+
+def test_damaged_manifests_are_refused_with_the_file_named(converted, tmp_path):
+    _, output = converted
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    for path in output.iterdir():
+        (copy / path.name).write_bytes(path.read_bytes())
+    manifest = json.loads((copy / "manifest.json").read_text())
+    (copy / "manifest.json").write_text(json.dumps({**manifest, "format_version": 99}))
+    with pytest.raises(ManifestError, match=r"manifest.json: format_version 99 is not supported"):
+        open_dataset(copy)
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    (copy / manifest["shards"][1]["files"]["images"]["name"]).unlink()
+    with pytest.raises(ManifestError, match=r"images-00001.npy is missing"):
+        MemmapReader(copy)
+    (copy / "manifest.json").unlink()
+    with pytest.raises(ManifestError, match="no manifest"):
+        open_dataset(copy)
+
+
+def test_predecessor_converter_api(small_folder, tmp_path):
+    report = raydsconv.MemmapConverter(small_folder, tmp_path / "ds", 4, 3, 2, (10, 12), "L").convert()
+    dataset = MemmapReader(tmp_path / "ds")
+    assert len(dataset) == report.num_samples and dataset[0][0].size == (12, 10)
