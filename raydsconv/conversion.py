@@ -34,6 +34,7 @@ class ConversionReport:
     seconds: float
     ray_startup_seconds: float
     bytes_written: int
+    nodes: int  # Ray nodes that wrote shards
     manifest: Manifest = field(repr=False)
 
     @property
@@ -45,7 +46,8 @@ class ConversionReport:
             f"converted {self.num_samples} of {self.num_candidates} inputs into {self.num_shards} "
             f"{self.format} shards at {self.output}",
             f"{self.seconds:.1f} s ({self.images_per_second:.0f} images/s; Ray start-up "
-            f"{self.ray_startup_seconds:.1f} s more), {self.bytes_written / 1e6:.1f} MB written",
+            f"{self.ray_startup_seconds:.1f} s more), {self.bytes_written / 1e6:.1f} MB written "
+            f"by {self.nodes} Ray node{'s' if self.nodes != 1 else ''}",
         ]
         if self.skipped:
             lines.append(f"skipped {len(self.skipped)} inputs:")
@@ -155,6 +157,7 @@ def convert(
         seconds=seconds,
         ray_startup_seconds=ray_seconds,
         bytes_written=sum(f.bytes for r in records for f in r.files.values()),
+        nodes=len({r.node for r in records}),
         manifest=manifest,
     )
 

@@ -37,6 +37,7 @@ class ShardRecord:
     height: np.ndarray
     source_format: list[str]
     skipped: list[tuple[int, str]] = field(default_factory=list)  # (candidate, reason)
+    node: str = ""  # Ray node that wrote the shard (reported, never stored: output is node-independent)
 
 
 def prepare_batch(batch: dict[str, np.ndarray], *, loader: Any, spec: ImageSpec) -> dict[str, np.ndarray]:
@@ -135,6 +136,9 @@ def _make_sink(fmt: Format, root: Path, params: dict[str, Any], strict: bool):
             self.records: list[ShardRecord] = []
 
         def write(self, blocks: Iterable[Any], ctx: Any) -> list[ShardRecord]:
+            import ray
+
+            node = ray.get_runtime_context().get_node_id()
             records: list[ShardRecord] = []
             current: _ShardInProgress | None = None
             try:
@@ -151,6 +155,8 @@ def _make_sink(fmt: Format, root: Path, params: dict[str, Any], strict: bool):
                         current.add({key: value[start:stop] for key, value in batch.items()})
                 if current is not None:
                     records.append(current.finish())
+                for record in records:
+                    record.node = node
             except BaseException:
                 if current is not None:
                     current.writer.abort()
@@ -197,6 +203,8 @@ def run_pipeline(
     context = ray.data.DataContext.get_current()
     context.enable_progress_bars = progress
     context.print_on_execution_start = progress
+    if not progress:  # Ray Data also logs each execution at INFO
+        logging.getLogger("ray.data").setLevel(logging.WARNING)
     table = sample_table(listing, images_per_file)
     num_shards = -(-len(listing) // images_per_file)
     blocks = [table.slice(shard * images_per_file, images_per_file) for shard in range(num_shards)]

@@ -1,0 +1,30 @@
+"""The pipeline runs unchanged on a multi-node Ray cluster and writes the same bytes."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from test_convert_memmap import tree_digest
+
+from raydsconv import convert
+
+HERE = Path(__file__).parent
+
+
+@pytest.mark.usefixtures("ray_session")
+def test_two_node_cluster_output_is_byte_identical_to_embedded(small_folder, tmp_path):
+    convert(small_folder, tmp_path / "embedded", shape=(16, 16), images_per_file=2, progress=False)
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "PYTHONPATH": str(HERE.parent)}
+    env.pop("RAY_ADDRESS", None)
+    done = subprocess.run([sys.executable, str(HERE / "multinode_convert.py"), str(small_folder),
+                           str(tmp_path / "cluster")], capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["cluster_nodes"] == 2
+    assert result["nodes"] == 2, "both nodes should have written shards"
+    assert tree_digest(tmp_path / "cluster") == tree_digest(tmp_path / "embedded")
