@@ -46,6 +46,7 @@ def write_image_folder(
     num_classes: int = 3,
     sizes: tuple[tuple[int, int], ...] = IMAGENET_SIZES,
     quality: int = 90,
+    noise: float = 6.0,
     seed: int = 0,
 ) -> list[Path]:
     """Write ``num_images`` photo-like JPEGs spread round-robin over ``num_classes`` class folders."""
@@ -57,7 +58,7 @@ def write_image_folder(
         class_dir.mkdir(parents=True, exist_ok=True)
         width, height = sizes[int(rng.integers(0, len(sizes)))]
         path = class_dir / f"img_{i:06d}.JPEG"
-        path.write_bytes(jpeg_bytes(photo_like(rng, width, height), quality))
+        path.write_bytes(jpeg_bytes(photo_like(rng, width, height, noise), quality))
         paths.append(path)
     return paths
 
