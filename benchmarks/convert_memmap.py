@@ -7,7 +7,7 @@ Run by hand, alone on the machine (numbers taken beside another benchmark are no
 It generates (once, cached in --workdir) an ImageNet-like folder of photo-like JPEGs (quality 90,
 ~110 KB, 500x375 ... 1024x768), then measures in one run, medians of --repeats:
   * decode-only: Pillow decode in one process, times the cores (the ceiling for any pipeline);
-  * pool: multiprocessing.Pool on the same cores, one task per shard doing the same
+  * pool: a (spawned, warmed-up) multiprocessing.Pool on the same cores, one task per shard doing the same
     read + decode + resize (raydsconv.images.prepare_image) + .npy write;
   * raydsconv: convert(format="memmap", shape=(224, 224)) on an embedded Ray, start-up reported apart;
   * peak memory: the most memory in use on the machine (MemTotal - MemAvailable) above the level
@@ -18,13 +18,13 @@ from __future__ import annotations
 
 import argparse
 import io
+import multiprocessing
 import os
 import shutil
 import statistics
 import sys
 import threading
 import time
-from multiprocessing import Pool
 from pathlib import Path
 
 import numpy as np
@@ -37,7 +37,6 @@ from raydsconv.samples import write_image_folder
 from raydsconv.sources.folder import list_image_folder
 
 SPEC = ImageSpec(shape=(224, 224))
-IMAGES_PER_FILE = 1000
 
 
 def memory_in_use() -> int:
@@ -78,14 +77,20 @@ def pool_shard(job):
     images.finish()
 
 
-def run_pool(root: Path, paths: list[str], output: Path, cores: int) -> float:
+def warm_up(_):
+    """Import torch/torchvision in a pool worker, as Ray's warm-up run does for its workers."""
+    from raydsconv.samples import jpeg_bytes, photo_like
+
+    prepare_image(jpeg_bytes(photo_like(np.random.default_rng(0), 64, 48)), SPEC)
+
+
+def run_pool(pool, root: Path, paths: list[str], output: Path, images_per_file: int) -> float:
     shutil.rmtree(output, ignore_errors=True)
     output.mkdir(parents=True)
-    jobs = [(str(root), paths[i : i + IMAGES_PER_FILE], str(output), i // IMAGES_PER_FILE)
-            for i in range(0, len(paths), IMAGES_PER_FILE)]
+    jobs = [(str(root), paths[i : i + images_per_file], str(output), i // images_per_file)
+            for i in range(0, len(paths), images_per_file)]
     started = time.perf_counter()
-    with Pool(cores) as pool:
-        pool.map(pool_shard, jobs, chunksize=1)
+    pool.map(pool_shard, jobs, chunksize=1)
     return time.perf_counter() - started
 
 
@@ -102,6 +107,7 @@ def main() -> int:
     parser.add_argument("--images", type=int, default=3000)
     parser.add_argument("--workdir", default="/tmp/rdc-bench")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--images-per-file", type=int, default=500)
     args = parser.parse_args()
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     workdir = Path(args.workdir)
@@ -114,10 +120,14 @@ def main() -> int:
     mean_kb = np.mean([os.path.getsize(source / p) for p in listing.paths[:500]]) / 1e3
     cores = available_cpus()
     print(f"{len(listing)} JPEGs, mean {mean_kb:.0f} KB; {cores} cores; target 224x224 RGB, "
-          f"{IMAGES_PER_FILE} images per shard", flush=True)
+          f"{args.images_per_file} images per shard", flush=True)
 
     decode_rate = decode_only_rate(source, listing.paths)
     print(f"decode-only (Pillow, 1 process): {decode_rate:.0f} images/s -> x{cores} cores = {decode_rate * cores:.0f}")
+
+    # Spawned, not forked: the driver is about to run Ray, which must not be forked.
+    pool = multiprocessing.get_context("spawn").Pool(cores)
+    pool.map(warm_up, range(cores * 4))
 
     import ray
 
@@ -127,23 +137,24 @@ def main() -> int:
     ray_start = ensure_ray()
     print(f"Ray start-up: {ray_start:.1f} s (not counted below)", flush=True)
     # A first, untimed conversion warms Ray's worker processes (imports of torch, PIL, ...).
-    raydsconv.convert(source, workdir / "warm", shape=(224, 224), images_per_file=IMAGES_PER_FILE,
+    raydsconv.convert(source, workdir / "warm", shape=(224, 224), images_per_file=args.images_per_file,
                       overwrite=True, progress=False)
 
     pool_rates, ray_rates, pool_memory, ray_memory = [], [], [], []
     for repeat in range(args.repeats):
         with PeakMemory() as peak:
-            seconds = run_pool(source, listing.paths, workdir / "pool-out", cores)
+            seconds = run_pool(pool, source, listing.paths, workdir / "pool-out", args.images_per_file)
         pool_rates.append(len(listing) / seconds)
         pool_memory.append(peak.megabytes)
         with PeakMemory() as peak:
             report = raydsconv.convert(source, workdir / "ray-out", shape=(224, 224),
-                                       images_per_file=IMAGES_PER_FILE, overwrite=True, progress=False)
+                                       images_per_file=args.images_per_file, overwrite=True, progress=False)
         ray_rates.append(report.images_per_second)
         ray_memory.append(peak.megabytes)
         print(f"  run {repeat + 1}: pool {pool_rates[-1]:.0f} images/s, raydsconv {ray_rates[-1]:.0f} images/s",
               flush=True)
     ray.shutdown()
+    pool.close()
 
     pool_rate, ray_rate = statistics.median(pool_rates), statistics.median(ray_rates)
     print()

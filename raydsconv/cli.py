@@ -11,9 +11,16 @@ from typing import Sequence
 from raydsconv.errors import InvalidArgumentError, ManifestError, RaydsconvError
 
 
+class _OneLineParser(argparse.ArgumentParser):
+    """Usage mistakes print one line (and the usage on --help), exit code 2."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="raydsconv", description=__doc__)
-    commands = parser.add_subparsers(dest="command", required=True)
+    parser = _OneLineParser(prog="raydsconv", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_OneLineParser)
 
     convert = commands.add_parser("convert", help="convert an image folder into a sharded dataset")
     convert.add_argument("source", help="image folder with one sub-folder per class")
@@ -55,7 +62,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (InvalidArgumentError, ManifestError) as error:
         print(f"raydsconv: error: {error}", file=sys.stderr)
         return 2
-    except RaydsconvError as error:
+    except OSError as error:  # permissions, a full disk, a vanished path
+        print(f"raydsconv: error: {error}", file=sys.stderr)
+        return 2
+    except (RaydsconvError, ConnectionError) as error:  # ConnectionError: a Ray address that answers not
         print(f"raydsconv: error: {error}", file=sys.stderr)
         return 1
 

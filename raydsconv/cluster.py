@@ -26,6 +26,8 @@ def ensure_ray(address: str | None = None, *, num_cpus: int | None = None) -> fl
     import ray
 
     if ray.is_initialized():
+        if address is not None:
+            logger.warning("Ray is already initialised in this process; using it and ignoring address=%r", address)
         return 0.0
     started = time.perf_counter()
     if address is None and not os.environ.get("RAY_ADDRESS"):

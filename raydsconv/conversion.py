@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -14,8 +15,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 import raydsconv
-from raydsconv.errors import InvalidArgumentError
-from raydsconv.formats import get_format
+from raydsconv.errors import ConversionError, InvalidArgumentError
+from raydsconv.formats import Format, get_format
 from raydsconv.images import DEFAULT_MAX_PIXELS, ImageSpec
 from raydsconv.manifest import INDEX_NAME, MANIFEST_NAME, Manifest, Shard
 from raydsconv.sources import Listing, Skipped, list_source
@@ -114,8 +115,11 @@ def convert(
     )
     output = Path(output).absolute()
     listing = list_source(source)
+    if strict and listing.skipped:
+        first = listing.skipped[0]
+        raise ConversionError(f"{first.path}: {first.reason} (strict mode)")
     _check_output_location(output, Path(listing.description["root"]))
-    _prepare_output(output, overwrite)
+    _prepare_output(output, overwrite, fmt)
 
     from raydsconv.cluster import ensure_ray
     from raydsconv.pipeline import run_pipeline
@@ -175,16 +179,29 @@ def _check_output_location(output: Path, source_root: Path) -> None:
         raise InvalidArgumentError(f"output {str(output)!r} contains the source {str(source_root)!r}; choose another place")
 
 
-def _prepare_output(output: Path, overwrite: bool) -> None:
+def _prepare_output(output: Path, overwrite: bool, fmt: Format) -> None:
     if output.exists() and not output.is_dir():
         raise InvalidArgumentError(f"output {str(output)!r} exists and is not a directory")
     if output.is_dir() and any(output.iterdir()):
         if not overwrite:
             raise InvalidArgumentError(f"output {str(output)!r} is not empty; pass overwrite=True (--overwrite) to replace it")
+        if not _holds_only_our_files(output, fmt):
+            raise InvalidArgumentError(
+                f"output {str(output)!r} holds files raydsconv did not write; refusing to delete them even with "
+                "overwrite (empty it yourself or choose another directory)"
+            )
         # The manifest goes first: an interrupted overwrite never looks like a finished dataset.
         (output / MANIFEST_NAME).unlink(missing_ok=True)
         shutil.rmtree(output)
     output.mkdir(parents=True, exist_ok=True)
+
+
+def _holds_only_our_files(output: Path, fmt: Format) -> bool:
+    """A finished dataset (it has a manifest), or what an interrupted conversion left behind."""
+    if (output / MANIFEST_NAME).is_file():
+        return True
+    ours = re.compile(rf"({fmt.file_pattern}|\.?{re.escape(INDEX_NAME)}(\.partial)?|\.manifest-.*)")
+    return all(entry.is_file() and ours.fullmatch(entry.name) for entry in output.iterdir())
 
 
 def _write_index(output: Path, listing: Listing, records: list) -> None:

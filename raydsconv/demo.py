@@ -29,6 +29,9 @@ def run_demo(workdir: str | None = None, *, num_images: int = 300) -> int:
     report = convert(source, output, format="memmap", shape=(224, 224), mode="RGB", resize="crop",
                      images_per_file=128, overwrite=True, progress=False)
     print("2. " + report.summary().replace("\n", "\n   "))
+    import ray
+
+    ray.shutdown()  # training needs no Ray, and DataLoader workers must not fork a Ray driver
 
     dataset = open_dataset(output, transform=PILToTensor())
     loader = DataLoader(dataset, batch_size=64, num_workers=2, shuffle=True)

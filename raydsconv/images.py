@@ -206,23 +206,25 @@ def _prepare_jpeg_fast(data: bytes, width: int, height: int, spec: ImageSpec) ->
     from torchvision.transforms.v2 import functional as F
 
     read_mode = ImageReadMode.RGB if spec.mode == "RGB" else ImageReadMode.GRAY
+    geometry = plan_geometry(width, height, spec.shape, spec.resize)
     try:
         encoded = torch.frombuffer(bytearray(data), dtype=torch.uint8)
-        decoded = decode_jpeg(encoded, mode=read_mode)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            decoded = decode_jpeg(encoded, mode=read_mode)
+        if (geometry.resize_width, geometry.resize_height) != (width, height):
+            decoded = F.resize(
+                decoded,
+                [geometry.resize_height, geometry.resize_width],
+                interpolation=InterpolationMode.BICUBIC,
+                antialias=True,
+            )
+        resized = decoded.permute(1, 2, 0).numpy()
+        if spec.channels == 1:
+            resized = resized[:, :, 0]
+        pixels = place(np.ascontiguousarray(resized), geometry, spec)
     except Exception:
         return None  # Pillow gets a second look and gives the precise reason
-    geometry = plan_geometry(width, height, spec.shape, spec.resize)
-    if (geometry.resize_width, geometry.resize_height) != (width, height):
-        decoded = F.resize(
-            decoded,
-            [geometry.resize_height, geometry.resize_width],
-            interpolation=InterpolationMode.BICUBIC,
-            antialias=True,
-        )
-    resized = decoded.permute(1, 2, 0).numpy()
-    if spec.channels == 1:
-        resized = resized[:, :, 0]
-    pixels = place(np.ascontiguousarray(resized), geometry, spec)
     return PreparedImage(pixels, width, height, "JPEG")
 
 

@@ -163,6 +163,8 @@ def load_manifest(root: str | os.PathLike, *, check_files: bool = True) -> Manif
         raise ManifestError(f"{path}: cannot read manifest: {error}") from None
     manifest = Manifest.from_dict(data, where=str(path))
     if check_files:
+        if not (root / manifest.index_file).is_file():
+            raise ManifestError(f"{path}: index file {manifest.index_file} is missing; the dataset is incomplete")
         for shard in manifest.shards:
             for shard_file in shard.files.values():
                 file_path = root / shard_file.name

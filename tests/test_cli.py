@@ -62,6 +62,37 @@ def test_wrong_arguments_give_one_line_and_exit_2(small_folder, tmp_path, capsys
     assert err.startswith("raydsconv: error:") and message in err and err.count("\n") == 1
 
 
+@pytest.mark.parametrize("argv", [["convert", "src"], ["convert", "a", "b", "--shape", "x", "8"], ["frobnicate"]])
+def test_usage_mistakes_give_one_line_and_exit_2(argv, capsys):
+    with pytest.raises(SystemExit) as stopped:
+        main(argv)
+    err = capsys.readouterr().err
+    assert stopped.value.code == 2 and err.startswith("raydsconv") and err.count("\n") == 1
+
+
+def test_demo_is_the_readme_main_command_and_works(tmp_path):
+    done = run_cli("demo", "--workdir", str(tmp_path), "--num-images", "24")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "read 39 samples back through a DataLoader with 2 workers" in done.stdout
+    assert "odd/truncated.jpg" in done.stdout
+
+
+@pytest.mark.usefixtures("ray_session")
+def test_importing_and_reading_never_import_ray(tmp_path, small_folder):
+    from raydsconv import convert
+
+    convert(small_folder, tmp_path / "ds", shape=(8, 8), progress=False)
+    code = (
+        "import sys, raydsconv\n"
+        f"ds = raydsconv.open_dataset({str(tmp_path / 'ds')!r})\n"
+        "image, label = ds[0]\n"
+        "assert 'ray' not in sys.modules, 'reading imported ray'\n"
+        "print(len(ds))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+
+
 def test_info_on_a_folder_that_is_not_a_dataset(tmp_path, capsys):
     assert main(["info", str(tmp_path)]) == 2
     assert "no manifest" in capsys.readouterr().err

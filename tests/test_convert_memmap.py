@@ -128,6 +128,7 @@ def test_dataloader_with_two_workers(converted, context):
 def test_reader_pickles_small_and_reopens_lazily(converted):
     _, output = converted
     dataset = MemmapReader(output)
+    assert dataset._reader is None  # nothing is opened at construction
     dataset[0]
     clone = pickle.loads(pickle.dumps(dataset))
     assert clone._reader is None
@@ -139,18 +140,25 @@ def test_reader_pickles_small_and_reopens_lazily(converted):
 
 def test_non_empty_output_is_refused_unless_overwrite(small_folder, tmp_path):
     output = tmp_path / "ds"
-    output.mkdir()
-    (output / "keep.txt").write_text("x")
+    convert(small_folder, output, shape=(8, 8), progress=False)
     with pytest.raises(InvalidArgumentError, match="not empty"):
         convert(small_folder, output, shape=(8, 8), progress=False)
-    convert(small_folder, output, shape=(8, 8), overwrite=True, progress=False)
-    assert not (output / "keep.txt").exists() and (output / "manifest.json").exists()
+    convert(small_folder, output, shape=(6, 6), overwrite=True, progress=False)
+    assert open_dataset(output)[0][0].size == (6, 6)
+    # A folder with files raydsconv did not write is never deleted, overwrite or not.
+    (output / "manifest.json").unlink()
+    (output / "notes.txt").write_text("mine")
+    with pytest.raises(InvalidArgumentError, match="did not write"):
+        convert(small_folder, output, shape=(8, 8), overwrite=True, progress=False)
+    assert (output / "notes.txt").read_text() == "mine"
 
 
 def test_strict_mode_names_the_bad_file_and_writes_no_manifest(small_folder, tmp_path):
     with pytest.raises(ConversionError, match=r"odd/(empty|random_bytes|readme|truncated)"):
         convert(small_folder, tmp_path / "ds", shape=(8, 8), strict=True, progress=False)
     assert not (tmp_path / "ds" / "manifest.json").exists()
+    # What strict mode left behind is ours, so a plain overwrite cleans it up.
+    convert(small_folder, tmp_path / "ds", shape=(8, 8), overwrite=True, progress=False)
 
 
 @pytest.mark.parametrize(
@@ -183,6 +191,14 @@ def test_damaged_manifests_are_refused_with_the_file_named(converted, tmp_path):
     manifest = json.loads((copy / "manifest.json").read_text())
     (copy / "manifest.json").write_text(json.dumps({**manifest, "format_version": 99}))
     with pytest.raises(ManifestError, match=r"manifest.json: format_version 99 is not supported"):
+        open_dataset(copy)
+    (copy / "manifest.json").write_text(json.dumps({**manifest, "format": "zarr"}))
+    with pytest.raises(ManifestError, match=r"manifest.json: unknown format 'zarr'"):
+        open_dataset(copy)
+    with pytest.raises(ManifestError, match=r"holds format 'zarr', not 'memmap'"):
+        MemmapReader(copy)
+    (copy / "manifest.json").write_text(json.dumps({**manifest, "params": {}}))
+    with pytest.raises(ManifestError, match=r"manifest.json: params lack shape"):
         open_dataset(copy)
     (copy / "manifest.json").write_text(json.dumps(manifest))
     (copy / manifest["shards"][1]["files"]["images"]["name"]).unlink()

@@ -27,11 +27,13 @@ def partial_path(final: Path) -> Path:
 
 def commit_file(temporary: Path, final: Path, root: Path) -> ShardFile:
     """Checksum a finished temporary file and rename it to its final name."""
+    digest = hashlib.sha256()
     with open(temporary, "rb") as file:
-        digest = hashlib.file_digest(file, "sha256").hexdigest()
+        while chunk := file.read(1 << 22):
+            digest.update(chunk)
     size = temporary.stat().st_size
     os.replace(temporary, final)
-    return ShardFile(name=final.relative_to(root).as_posix(), bytes=size, sha256=digest)
+    return ShardFile(name=final.relative_to(root).as_posix(), bytes=size, sha256=digest.hexdigest())
 
 
 class ShardWriter(ABC):
@@ -73,3 +75,6 @@ class Format:
     kind: str  # "fixed" (decoded pixels of one shape) or "flexible" (original bytes)
     writer: type[ShardWriter]
     reader: type[ShardReader]
+    file_roles: tuple[str, ...]  # the files every shard has, by role
+    required_params: tuple[str, ...] = ()
+    file_pattern: str = ""  # regex of every file name a shard may leave, partial ones included

@@ -103,4 +103,12 @@ class MemmapShardReader(ShardReader):
         return np.array(self.images(shard)[row]), int(self.labels(shard)[row])
 
 
-MEMMAP = Format(name="memmap", kind="fixed", writer=MemmapShardWriter, reader=MemmapShardReader)
+MEMMAP = Format(
+    name="memmap",
+    kind="fixed",
+    writer=MemmapShardWriter,
+    reader=MemmapShardReader,
+    file_roles=("images", "labels"),
+    required_params=("shape", "mode", "channels"),
+    file_pattern=r"\.?(images|labels)-\d+\.npy(\.partial)?",
+)

@@ -15,8 +15,8 @@ import numpy as np
 from PIL import Image
 from torch.utils.data import Dataset
 
-from raydsconv.errors import ManifestError
-from raydsconv.formats import ShardReader, get_format
+from raydsconv.errors import ManifestError, UnsupportedFormatError
+from raydsconv.formats import Format, ShardReader, get_format
 from raydsconv.manifest import Manifest, load_manifest
 
 
@@ -46,7 +46,7 @@ class ShardedDataset(Dataset):
                 f"{self.dataset_path}: holds format {self.manifest.format!r}, not {self.format_name!r}; "
                 "use raydsconv.open_dataset() to pick the right reader"
             )
-        self._format = get_format(self.manifest.format)
+        self._format = _checked_format(self.dataset_path, self.manifest)
         # Sample i lives in the shard whose cumulative count first exceeds i.
         self._shard_ends = np.cumsum([shard.num_samples for shard in self.manifest.shards])
         self._reader: ShardReader | None = None
@@ -116,6 +116,24 @@ class ShardedDataset(Dataset):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({str(self.dataset_path)!r}, format={self.manifest.format!r}, samples={len(self)})"
+
+
+def _checked_format(root: Path, manifest: Manifest) -> Format:
+    """The manifest's format, checked against what its reader needs, so that a damaged manifest
+    fails here with the file named, not later inside a DataLoader worker."""
+    where = root / "manifest.json"
+    try:
+        fmt = get_format(manifest.format)
+    except UnsupportedFormatError as error:
+        raise ManifestError(f"{where}: {error}") from None
+    missing = [name for name in fmt.required_params if name not in manifest.params]
+    if missing:
+        raise ManifestError(f"{where}: params lack {', '.join(missing)}, which format {fmt.name!r} needs")
+    for shard in manifest.shards:
+        roles = [role for role in fmt.file_roles if role not in shard.files]
+        if roles:
+            raise ManifestError(f"{where}: shard {shard.index} lacks its {', '.join(roles)} file")
+    return fmt
 
 
 class MemmapReader(ShardedDataset):

@@ -66,39 +66,40 @@ def _walk_sorted(top: Path):
     """Yield (directory, sorted regular file names, [(odd name, reason)]) in sorted directory order.
 
     One ``scandir`` per directory and no per-file stat (d_type answers is_file), except for
-    symlinks. Symlinked directories are followed once; a link back into the walk is not a loop.
+    symlinks. Symlinked directories are followed like ``os.walk(followlinks=True)``, but a link
+    back to one of its own ancestors (a loop) is not entered again.
     """
-    found = []
-    seen: set[tuple[int, int]] = set()
-    pending = [str(top)]
-    while pending:
-        directory = pending.pop()
-        try:
-            status = os.stat(directory)
-        except OSError:
-            continue
-        if (status.st_dev, status.st_ino) in seen:
-            continue
-        seen.add((status.st_dev, status.st_ino))
-        files, odd = [], []
-        try:
-            with os.scandir(directory) as entries:
-                for entry in entries:
-                    if entry.name.startswith("."):
-                        if entry.is_dir():
-                            pending.append(entry.path)  # torchvision walks hidden folders too
-                        continue
-                    if entry.is_dir():
-                        pending.append(entry.path)
-                    elif entry.is_file():
-                        files.append(entry.name)
-                    else:
-                        odd.append((entry.name, _why_not_regular(entry)))
-        except OSError as error:
-            odd.append((".", f"cannot list directory: {error.strerror}"))
-        found.append((directory, sorted(files), sorted(odd)))
+    found: list[tuple[str, list[str], list[tuple[str, str]]]] = []
+    _walk_into(str(top), frozenset(), found)
     found.sort(key=lambda item: item[0])
     yield from found
+
+
+def _walk_into(directory: str, ancestors: frozenset, found: list) -> None:
+    try:
+        status = os.stat(directory)
+    except OSError:
+        return
+    key = (status.st_dev, status.st_ino)
+    if key in ancestors:
+        return
+    files, odd, subdirectories = [], [], []
+    try:
+        with os.scandir(directory) as entries:
+            for entry in entries:
+                if entry.is_dir():
+                    subdirectories.append(entry.path)  # hidden folders too, as torchvision walks them
+                elif entry.name.startswith("."):
+                    continue
+                elif entry.is_file():
+                    files.append(entry.name)
+                else:
+                    odd.append((entry.name, _why_not_regular(entry)))
+    except OSError as error:
+        odd.append((".", f"cannot list directory: {error.strerror}"))
+    found.append((directory, sorted(files), sorted(odd)))
+    for subdirectory in subdirectories:
+        _walk_into(subdirectory, ancestors | {key}, found)
 
 
 def _why_not_regular(entry: os.DirEntry) -> str:
