@@ -15,10 +15,21 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "convert": "raydsconv.conversion",
     "ConversionReport": "raydsconv.conversion",
+    "ConverterFixedSize": "raydsconv.converters",
+    "ConverterFlexibleSize": "raydsconv.converters",
     "MemmapConverter": "raydsconv.converters",
+    "HDF5Converter": "raydsconv.converters",
+    "Hdf5Converter": "raydsconv.converters",
+    "ParquetConverter": "raydsconv.converters",
+    "IpcConverter": "raydsconv.converters",
+    "TarConverter": "raydsconv.converters",
     "open_dataset": "raydsconv.reading.dataset",
     "ShardedDataset": "raydsconv.reading.dataset",
     "MemmapReader": "raydsconv.reading.dataset",
+    "HDF5Reader": "raydsconv.reading.dataset",
+    "ParquetReader": "raydsconv.reading.dataset",
+    "IpcReader": "raydsconv.reading.dataset",
+    "TarReader": "raydsconv.reading.dataset",
     "ImageSpec": "raydsconv.images",
     "ResizeAndConvert": "raydsconv.images",
     "Manifest": "raydsconv.manifest",
@@ -32,11 +43,28 @@ __all__ = sorted(_EXPORTS) + ["__version__"]
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from raydsconv.conversion import ConversionReport, convert
-    from raydsconv.converters import MemmapConverter
+    from raydsconv.converters import (
+        ConverterFixedSize,
+        ConverterFlexibleSize,
+        HDF5Converter,
+        Hdf5Converter,
+        IpcConverter,
+        MemmapConverter,
+        ParquetConverter,
+        TarConverter,
+    )
     from raydsconv.errors import ConversionError, InvalidArgumentError, ManifestError, RaydsconvError
     from raydsconv.images import ImageSpec, ResizeAndConvert
     from raydsconv.manifest import Manifest
-    from raydsconv.reading.dataset import MemmapReader, ShardedDataset, open_dataset
+    from raydsconv.reading.dataset import (
+        HDF5Reader,
+        IpcReader,
+        MemmapReader,
+        ParquetReader,
+        ShardedDataset,
+        TarReader,
+        open_dataset,
+    )
 
 
 def __getattr__(name: str) -> Any:

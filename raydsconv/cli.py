@@ -6,6 +6,7 @@ import argparse
 import json
 import logging
 import sys
+from pathlib import Path
 from typing import Sequence
 
 from raydsconv.errors import InvalidArgumentError, ManifestError, RaydsconvError
@@ -25,7 +26,8 @@ def _parser() -> argparse.ArgumentParser:
     convert = commands.add_parser("convert", help="convert an image folder into a sharded dataset")
     convert.add_argument("source", help="image folder with one sub-folder per class")
     convert.add_argument("output", help="dataset directory to create")
-    convert.add_argument("--format", default="memmap", help="output format (default: memmap)")
+    convert.add_argument("--format", default="memmap",
+                         help="output format(s): memmap, hdf5, parquet, ipc, tar; several as memmap,parquet")
     convert.add_argument("--shape", nargs=2, type=int, metavar=("H", "W"), help="stored image height and width")
     convert.add_argument("--mode", default="RGB", help="RGB or L (default: RGB)")
     convert.add_argument("--resize", default="stretch", help="stretch, crop or pad (default: stretch)")
@@ -36,6 +38,9 @@ def _parser() -> argparse.ArgumentParser:
     convert.add_argument("--overwrite", action="store_true", help="replace a non-empty output directory")
     convert.add_argument("--strict", action="store_true", help="fail on the first unreadable input")
     convert.add_argument("--draft", action="store_true", help="reduced-scale JPEG decoding (faster, approximate)")
+    convert.add_argument("--validate", default="full", choices=["full", "header"],
+                         help="flexible formats: decode every image (full, default) or check headers only")
+    convert.add_argument("--hdf5-compression", choices=["gzip", "lzf"], help="compress hdf5 shards")
     convert.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
     info = commands.add_parser("info", help="describe a converted dataset")
@@ -87,6 +92,8 @@ def _convert(args: argparse.Namespace) -> int:
         overwrite=args.overwrite,
         strict=args.strict,
         draft=args.draft,
+        validation=args.validate,
+        format_options={"hdf5": {"compression": args.hdf5_compression}} if args.hdf5_compression else None,
         progress=not args.no_progress,
     )
     print(report.summary())
@@ -94,8 +101,13 @@ def _convert(args: argparse.Namespace) -> int:
 
 
 def describe(dataset: str) -> dict:
-    from raydsconv.manifest import load_manifest
+    from raydsconv.manifest import FORMATS_NAME, load_manifest
 
+    formats_file = Path(dataset) / FORMATS_NAME
+    if formats_file.is_file():  # several formats from one pass: describe each
+        folders = json.loads(formats_file.read_text())["formats"]
+        return {"path": str(dataset), "formats": {name: describe(str(Path(dataset) / folder))
+                                                  for name, folder in folders.items()}}
     manifest = load_manifest(dataset)
     data = manifest.to_dict()
     return {
@@ -119,6 +131,12 @@ def _info(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(info, indent=1))
         return 0
+    for part in info["formats"].values() if "formats" in info else [info]:
+        _print_info(part)
+    return 0
+
+
+def _print_info(info: dict) -> None:
     params = info["params"]
     print(f"{info['path']}: {info['format']} dataset, {info['num_samples']} samples in {info['num_shards']} shards, "
           f"{info['bytes'] / 1e6:.1f} MB")
@@ -130,7 +148,6 @@ def _info(args: argparse.Namespace) -> int:
     print(f"  skipped inputs: {len(info['skipped'])}")
     for skipped in info["skipped"][:10]:
         print(f"    {skipped['path']}: {skipped['reason']}")
-    return 0
 
 
 if __name__ == "__main__":

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -16,9 +17,10 @@ import pyarrow.parquet as pq
 
 import raydsconv
 from raydsconv.errors import ConversionError, InvalidArgumentError
-from raydsconv.formats import Format, get_format
-from raydsconv.images import DEFAULT_MAX_PIXELS, ImageSpec
-from raydsconv.manifest import INDEX_NAME, MANIFEST_NAME, Manifest, Shard
+from raydsconv.formats import FORMATS, Format, get_format
+from raydsconv.images import DEFAULT_MAX_PIXELS, VALIDATIONS, ImageSpec
+from raydsconv.manifest import FORMATS_NAME, INDEX_NAME, MANIFEST_NAME, Manifest, Shard
+from raydsconv.pipeline import Target
 from raydsconv.sources import Listing, Skipped, list_source
 
 
@@ -36,7 +38,12 @@ class ConversionReport:
     ray_startup_seconds: float
     bytes_written: int
     nodes: int  # Ray nodes that wrote shards
-    manifest: Manifest = field(repr=False)
+    manifests: dict[str, Manifest] = field(repr=False)  # by format
+
+    @property
+    def manifest(self) -> Manifest:
+        """The manifest of the (first) format written."""
+        return next(iter(self.manifests.values()))
 
     @property
     def images_per_second(self) -> float:
@@ -62,7 +69,7 @@ def convert(
     source: Any,
     output: str | os.PathLike,
     *,
-    format: str = "memmap",
+    format: str | Sequence[str] = "memmap",
     shape: tuple[int, int] | None = None,
     mode: str = "RGB",
     resize: str = "stretch",
@@ -76,6 +83,8 @@ def convert(
     background: tuple[int, int, int] = (255, 255, 255),
     pad_value: int = 0,
     max_pixels: int = DEFAULT_MAX_PIXELS,
+    validation: str = "full",
+    format_options: dict[str, dict[str, Any]] | None = None,
     progress: bool = True,
 ) -> ConversionReport:
     """Convert an image folder into a sharded dataset at ``output``.
@@ -83,7 +92,8 @@ def convert(
     Args:
         source: an ImageNet-style folder (one sub-folder per class).
         output: the dataset directory to create; must be empty unless ``overwrite``.
-        format: the output format (``raydsconv.formats.FORMATS`` lists them).
+        format: the output format (``raydsconv.formats.FORMATS`` lists them), or several
+            (a list, or "memmap,parquet"): one read of the source writes each into ``output/<format>``.
         shape: ``(height, width)`` of every stored image (fixed-size formats).
         mode: ``"RGB"`` or ``"L"``.
         resize: ``"stretch"``, ``"crop"`` (short side, centre crop) or ``"pad"`` (letterbox).
@@ -97,38 +107,53 @@ def convert(
         background: RGB colour that transparent pixels are composited over.
         pad_value: fill value of the letterbox for ``resize="pad"``.
         max_pixels: larger images are skipped (decompression-bomb guard).
+        validation: how flexible-size formats check the bytes they keep: ``"full"`` decodes
+            (catches truncated files), ``"header"`` only parses the header (much faster).
+        format_options: per format, e.g. ``{"hdf5": {"compression": "gzip"},
+            "parquet": {"row_group_size": 8}, "ipc": {"batch_rows": 256}}``.
         progress: show Ray Data's progress bars.
 
     Returns:
         A ConversionReport; bad inputs are listed in ``report.skipped`` and in the manifest.
     """
-    fmt = get_format(format)
+    formats = _formats(format)
     _check_positive("images_per_file", images_per_file)
     _check_positive("batch_size", batch_size)
     if num_workers is not None:
         _check_positive("num_workers", num_workers)
-    if fmt.kind == "fixed" and shape is None:
-        raise InvalidArgumentError(f"format {fmt.name!r} stores one image size: give shape=(height, width)")
+    if validation not in VALIDATIONS:
+        raise InvalidArgumentError(f"validation must be one of {', '.join(VALIDATIONS)}, got {validation!r}")
+    fixed = [fmt for fmt in formats if fmt.fixed_size]
+    if fixed and shape is None:
+        raise InvalidArgumentError(f"format {fixed[0].name!r} stores one image size: give shape=(height, width)")
     spec = ImageSpec(
         shape=shape, mode=mode, resize=resize, background=background, pad_value=pad_value,
         draft=draft, max_pixels=max_pixels,
-    )
+    ) if fixed else None
+    options = _format_options(formats, format_options or {})
     output = Path(output).absolute()
     listing = list_source(source)
     if strict and listing.skipped:
         first = listing.skipped[0]
         raise ConversionError(f"{first.path}: {first.reason} (strict mode)")
     _check_output_location(output, Path(listing.description["root"]))
-    _prepare_output(output, overwrite, fmt)
+    _prepare_output(output, overwrite, formats)
+    targets = [
+        Target(fmt, output / fmt.name if len(formats) > 1 else output, _params(fmt, spec, validation, options[fmt.name]))
+        for fmt in formats
+    ]
+    for target in targets:
+        target.root.mkdir(parents=True, exist_ok=True)
 
     from raydsconv.cluster import ensure_ray
-    from raydsconv.pipeline import run_pipeline
+    from raydsconv.pipeline import Preparation, run_pipeline
 
     ray_seconds = ensure_ray(address, num_cpus=num_workers)
     started = time.perf_counter()
-    params = {**spec.to_dict(), "channels": spec.channels, "dtype": "uint8"}
+    preparation = Preparation(spec, keep_bytes=any(not fmt.fixed_size for fmt in formats),
+                              validation=validation, max_pixels=max_pixels)
     records = run_pipeline(
-        listing, output, fmt, params, spec,
+        listing, targets, preparation,
         images_per_file=images_per_file, batch_size=batch_size, concurrency=num_workers,
         strict=strict, progress=progress,
     )
@@ -137,33 +162,83 @@ def convert(
         + listing.skipped,
         key=lambda s: s.path,
     )
-    _write_index(output, listing, records)
+    manifests = {target.format.name: _commit(target, listing, records, skipped, images_per_file, strict)
+                 for target in targets}
+    if len(targets) > 1:
+        _write_formats_file(output, targets)
+    seconds = time.perf_counter() - started
+    return ConversionReport(
+        output=output,
+        format=",".join(manifests),
+        num_candidates=len(listing),
+        num_samples=len(np.concatenate([r.kept for r in records])) if records else 0,
+        num_shards=len(records),
+        skipped=skipped,
+        seconds=seconds,
+        ray_startup_seconds=ray_seconds,
+        bytes_written=sum(f.bytes for r in records for files in r.files.values() for f in files.values()),
+        nodes=len({r.node for r in records}),
+        manifests=manifests,
+    )
+
+
+def _formats(format: str | Sequence[str]) -> list[Format]:
+    names = [name.strip() for name in format.split(",")] if isinstance(format, str) else list(format)
+    if not names or len(set(names)) != len(names):
+        raise InvalidArgumentError(f"give one or more distinct formats, got {format!r}")
+    return [get_format(name) for name in names]
+
+
+def _format_options(formats: list[Format], given: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    unknown = set(given) - {fmt.name for fmt in formats}
+    if unknown:
+        raise InvalidArgumentError(f"format_options for {', '.join(sorted(unknown))}, which this conversion does not write")
+    checked = {}
+    for fmt in formats:
+        options = dict(given.get(fmt.name, {}))
+        if fmt.check_options is None:
+            if options:
+                raise InvalidArgumentError(f"format {fmt.name!r} takes no options, got {sorted(options)}")
+            checked[fmt.name] = {}
+        else:
+            checked[fmt.name] = fmt.check_options(options)
+    return checked
+
+
+def _params(fmt: Format, spec: ImageSpec | None, validation: str, options: dict[str, Any]) -> dict[str, Any]:
+    if fmt.fixed_size:
+        return {**spec.to_dict(), "channels": spec.channels, "dtype": "uint8", **options}
+    return {"validation": validation, **options}
+
+
+def _commit(target: Target, listing: Listing, records: list, skipped: list[Skipped],
+            images_per_file: int, strict: bool) -> Manifest:
+    """Index, then the format's dataset-level files, then the manifest: written last."""
+    fmt = target.format
+    _write_index(target.root, listing, records, fmt.name)
+    shards = [Shard(r.shard, len(r.kept), r.files[fmt.name]) for r in records]
+    params = dict(target.params)
+    if fmt.finalize is not None:
+        params.update(fmt.finalize(target.root, shards, params))
     manifest = Manifest(
         format=fmt.name,
         params=params,
-        num_samples=sum(len(record.kept) for record in records),
+        num_samples=sum(shard.num_samples for shard in shards),
         classes=listing.classes,
-        shards=[Shard(r.shard, len(r.kept), r.files) for r in records],
+        shards=shards,
         skipped=[s.to_dict() for s in skipped],
         source=listing.description,
         settings={"images_per_file": images_per_file, "strict": strict},
         library_version=raydsconv.__version__,
     )
-    manifest.write(output)
-    seconds = time.perf_counter() - started
-    return ConversionReport(
-        output=output,
-        format=fmt.name,
-        num_candidates=len(listing),
-        num_samples=manifest.num_samples,
-        num_shards=len(records),
-        skipped=skipped,
-        seconds=seconds,
-        ray_startup_seconds=ray_seconds,
-        bytes_written=sum(f.bytes for r in records for f in r.files.values()),
-        nodes=len({r.node for r in records}),
-        manifest=manifest,
-    )
+    manifest.write(target.root)
+    return manifest
+
+
+def _write_formats_file(output: Path, targets: list[Target]) -> None:
+    """Several formats from one pass: ``formats.json`` says which sub-folder holds which."""
+    text = json.dumps({"formats": {t.format.name: t.root.name for t in targets}}, indent=1) + "\n"
+    (output / FORMATS_NAME).write_text(text)
 
 
 def _check_positive(name: str, value: Any) -> None:
@@ -179,13 +254,13 @@ def _check_output_location(output: Path, source_root: Path) -> None:
         raise InvalidArgumentError(f"output {str(output)!r} contains the source {str(source_root)!r}; choose another place")
 
 
-def _prepare_output(output: Path, overwrite: bool, fmt: Format) -> None:
+def _prepare_output(output: Path, overwrite: bool, formats: list[Format]) -> None:
     if output.exists() and not output.is_dir():
         raise InvalidArgumentError(f"output {str(output)!r} exists and is not a directory")
     if output.is_dir() and any(output.iterdir()):
         if not overwrite:
             raise InvalidArgumentError(f"output {str(output)!r} is not empty; pass overwrite=True (--overwrite) to replace it")
-        if not _holds_only_our_files(output, fmt):
+        if not _holds_only_our_files(output):
             raise InvalidArgumentError(
                 f"output {str(output)!r} holds files raydsconv did not write; refusing to delete them even with "
                 "overwrite (empty it yourself or choose another directory)"
@@ -196,29 +271,38 @@ def _prepare_output(output: Path, overwrite: bool, fmt: Format) -> None:
     output.mkdir(parents=True, exist_ok=True)
 
 
-def _holds_only_our_files(output: Path, fmt: Format) -> bool:
-    """A finished dataset (it has a manifest), or what an interrupted conversion left behind."""
-    if (output / MANIFEST_NAME).is_file():
+def _holds_only_our_files(output: Path) -> bool:
+    """A finished dataset, or what an interrupted conversion left behind (of any format)."""
+    if (output / MANIFEST_NAME).is_file() or (output / FORMATS_NAME).is_file():
         return True
-    ours = re.compile(rf"({fmt.file_pattern}|\.?{re.escape(INDEX_NAME)}(\.partial)?|\.manifest-.*)")
-    return all(entry.is_file() and ours.fullmatch(entry.name) for entry in output.iterdir())
+    patterns = [fmt.file_pattern for fmt in FORMATS.values()]
+    ours = re.compile(rf"({'|'.join(patterns)}|\.?{re.escape(INDEX_NAME)}(\.partial)?|\.manifest-.*|{MANIFEST_NAME})")
+
+    def only_ours(folder: Path) -> bool:
+        return all(
+            (entry.is_file() and ours.fullmatch(entry.name))
+            or (entry.is_dir() and entry.name in FORMATS and only_ours(entry))
+            for entry in folder.iterdir()
+        )
+
+    return only_ours(output)
 
 
-def _write_index(output: Path, listing: Listing, records: list) -> None:
-    """One row per stored sample, in sample order: where it came from and where it is."""
+def _write_index(root: Path, listing: Listing, records: list, format_name: str) -> None:
+    """One row per stored sample, in sample order: where it came from, where it is, and the
+    columns only this format needs (e.g. byte offsets in a tar)."""
     kept = np.concatenate([r.kept for r in records]) if records else np.zeros(0, np.int64)
-    rows = [np.arange(len(r.kept), dtype=np.int64) for r in records]
-    table = pa.table(
-        {
-            "label": listing.labels[kept],
-            "shard": np.concatenate([np.full(len(r.kept), r.shard, dtype=np.int64) for r in records]),
-            "row": np.concatenate(rows),
-            "path": pa.array(listing.paths, type=pa.string()).take(pa.array(kept)),
-            "width": np.concatenate([r.width for r in records]),
-            "height": np.concatenate([r.height for r in records]),
-            "source_format": pa.array([f for r in records for f in r.source_format], type=pa.string()),
-        }
-    )
-    temporary = output / f".{INDEX_NAME}.partial"
-    pq.write_table(table, temporary)
-    os.replace(temporary, output / INDEX_NAME)
+    columns = {
+        "label": listing.labels[kept],
+        "shard": np.concatenate([np.full(len(r.kept), r.shard, dtype=np.int64) for r in records]),
+        "row": np.concatenate([np.arange(len(r.kept), dtype=np.int64) for r in records]),
+        "path": pa.array(listing.paths, type=pa.string()).take(pa.array(kept)),
+        "width": np.concatenate([r.width for r in records]),
+        "height": np.concatenate([r.height for r in records]),
+        "source_format": pa.array([f for r in records for f in r.source_format], type=pa.string()),
+    }
+    for name in records[0].index_columns.get(format_name, {}) if records else ():
+        columns[name] = np.concatenate([r.index_columns[format_name][name] for r in records])
+    temporary = root / f".{INDEX_NAME}.partial"
+    pq.write_table(pa.table(columns), temporary)
+    os.replace(temporary, root / INDEX_NAME)

@@ -1,5 +1,8 @@
 """The predecessor's (hpc_pytorch_loader) converter classes, kept so its users can switch.
 
+A new format is added by writing its ShardWriter/ShardReader and registering it in
+``raydsconv.formats.FORMATS``; a converter class for it is one subclass naming the format.
+
 ``MemmapConverter(input_data, output_path, images_per_file, batch_size, num_workers, shape,
 im_mode).convert()`` runs the Ray pipeline: ``batch_size`` is the number of images prepared per
 call inside a task (any value; it need not divide ``images_per_file``), ``num_workers`` caps the
@@ -57,5 +60,60 @@ class ConverterFixedSize:
         )
 
 
+class ConverterFlexibleSize:
+    """Base of the converters that keep the original file bytes; a subclass names its format."""
+
+    format: ClassVar[str]
+
+    def __init__(
+        self,
+        input_data: Any,
+        output_path: str | os.PathLike,
+        images_per_file: int = 1000,
+        batch_size: int = 32,
+        num_workers: int | None = None,
+        root_in_archive: str | None = None,
+        **options: Any,
+    ):
+        if root_in_archive is not None:
+            raise InvalidArgumentError("root_in_archive needs tar-archive input, which this version does not read yet")
+        self.input_data = input_data
+        self.output_path = output_path
+        self.images_per_file = images_per_file
+        self.batch_size = batch_size
+        self.num_workers = num_workers
+        self.options = options
+
+    def convert(self) -> ConversionReport:
+        return convert(
+            self.input_data,
+            self.output_path,
+            format=self.format,
+            images_per_file=self.images_per_file,
+            batch_size=self.batch_size,
+            num_workers=self.num_workers,
+            **self.options,
+        )
+
+
 class MemmapConverter(ConverterFixedSize):
     format = "memmap"
+
+
+class HDF5Converter(ConverterFixedSize):
+    format = "hdf5"
+
+
+Hdf5Converter = HDF5Converter  # the predecessor's spelling
+
+
+class ParquetConverter(ConverterFlexibleSize):
+    format = "parquet"
+
+
+class IpcConverter(ConverterFlexibleSize):
+    format = "ipc"
+
+
+class TarConverter(ConverterFlexibleSize):
+    format = "tar"

@@ -19,6 +19,7 @@ from raydsconv.errors import ManifestError
 
 MANIFEST_NAME = "manifest.json"
 INDEX_NAME = "index.parquet"
+FORMATS_NAME = "formats.json"  # at the top of a several-formats conversion: format -> sub-folder
 FORMAT_VERSION = 1
 
 

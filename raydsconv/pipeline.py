@@ -20,7 +20,7 @@ import pyarrow as pa
 
 from raydsconv.errors import ConversionError, RaydsconvError
 from raydsconv.formats import Format
-from raydsconv.images import BadImage, ImageSpec, prepare_image
+from raydsconv.images import DEFAULT_MAX_PIXELS, BadImage, ImageInfo, ImageSpec, inspect_image, prepare_image
 from raydsconv.manifest import ShardFile
 from raydsconv.sources import Listing
 
@@ -32,48 +32,72 @@ class ShardRecord:
     """What one written shard reports back to the driver."""
 
     shard: int
-    files: dict[str, ShardFile]
+    files: dict[str, dict[str, ShardFile]]  # format -> role -> file
     kept: np.ndarray  # candidate numbers of the stored samples, in row order
     width: np.ndarray
     height: np.ndarray
     source_format: list[str]
+    index_columns: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)  # format -> extra columns
     skipped: list[tuple[int, str]] = field(default_factory=list)  # (candidate, reason)
     node: str = ""  # Ray node that wrote the shard (reported, never stored: output is node-independent)
 
 
-def prepare_batch(batch: dict[str, np.ndarray], *, loader: Any, spec: ImageSpec) -> dict[str, np.ndarray]:
+@dataclass(frozen=True)
+class Target:
+    """One output format of a conversion: where its shards go and its recorded parameters."""
+
+    format: Format
+    root: Path
+    params: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Preparation:
+    """What the prepare step produces: pixels for fixed-size targets, checked bytes for flexible ones."""
+
+    spec: ImageSpec | None  # None: no fixed-size target
+    keep_bytes: bool
+    validation: str = "full"
+    max_pixels: int = DEFAULT_MAX_PIXELS
+
+
+def prepare_batch(batch: dict[str, np.ndarray], *, loader: Any, preparation: Preparation) -> dict[str, np.ndarray]:
     """Read and prepare a batch of candidates. Bad inputs are marked (ok=False, reason), not raised."""
+    spec = preparation.spec
     count = len(batch["path"])
-    images = np.zeros((count, *spec.array_shape), dtype=np.uint8)
-    ok = np.zeros(count, dtype=bool)
-    width = np.zeros(count, dtype=np.int32)
-    height = np.zeros(count, dtype=np.int32)
-    source_format = np.full(count, "", dtype=object)
-    reason = np.full(count, "", dtype=object)
+    columns: dict[str, np.ndarray] = {
+        "ok": np.zeros(count, dtype=bool),
+        "reason": np.full(count, "", dtype=object),
+        "width": np.zeros(count, dtype=np.int32),
+        "height": np.zeros(count, dtype=np.int32),
+        "source_format": np.full(count, "", dtype=object),
+        "extension": np.full(count, "", dtype=object),
+    }
+    if spec is not None:
+        columns["image"] = np.zeros((count, *spec.array_shape), dtype=np.uint8)
+    if preparation.keep_bytes:
+        columns["data"] = np.full(count, b"", dtype=object)
     for i, path in enumerate(batch["path"]):
         try:
-            prepared = prepare_image(_read(loader, path), spec)
+            data = _read(loader, path)
+            if spec is not None:
+                prepared = prepare_image(data, spec)
+                columns["image"][i] = prepared.pixels
+                info = ImageInfo(prepared.width, prepared.height, prepared.source_format)
+            else:
+                info = inspect_image(data, validation=preparation.validation, max_pixels=preparation.max_pixels)
         except BadImage as bad:
-            reason[i] = bad.reason
+            columns["reason"][i] = bad.reason
             continue
         except Exception as error:  # one odd file must never stop the conversion
-            reason[i] = f"unexpected error: {type(error).__name__}: {error}"
+            columns["reason"][i] = f"unexpected error: {type(error).__name__}: {error}"
             continue
-        images[i] = prepared.pixels
-        ok[i], width[i], height[i] = True, prepared.width, prepared.height
-        source_format[i] = prepared.source_format
-    return {
-        "candidate": batch["candidate"],
-        "path": batch["path"],
-        "label": batch["label"],
-        "shard": batch["shard"],
-        "ok": ok,
-        "reason": reason,
-        "width": width,
-        "height": height,
-        "source_format": source_format,
-        "image": images,
-    }
+        if preparation.keep_bytes:
+            columns["data"][i] = data
+        columns["ok"][i] = True
+        columns["width"][i], columns["height"][i] = info.width, info.height
+        columns["source_format"][i], columns["extension"][i] = info.source_format, info.extension
+    return {key: batch[key] for key in ("candidate", "path", "label", "shard")} | columns
 
 
 def _read(loader: Any, path: str) -> bytes:
@@ -84,10 +108,10 @@ def _read(loader: Any, path: str) -> bytes:
 
 
 class _ShardInProgress:
-    def __init__(self, shard: int, fmt: Format, root: Path, params: dict[str, Any], strict: bool):
+    def __init__(self, shard: int, targets: list[Target], classes: list[str], strict: bool):
         self.shard = shard
         self.strict = strict
-        self.writer = fmt.writer(root, shard, params)
+        self.writers = {t.format.name: t.format.writer(t.root, shard, t.params, classes) for t in targets}
         self.kept: list[np.ndarray] = []
         self.width: list[np.ndarray] = []
         self.height: list[np.ndarray] = []
@@ -105,14 +129,15 @@ class _ShardInProgress:
             batch = {key: value[ok] for key, value in batch.items()}
         if len(batch["candidate"]) == 0:
             return
-        self.writer.add(batch)
+        for writer in self.writers.values():
+            writer.add(batch)
         self.kept.append(batch["candidate"].astype(np.int64))
         self.width.append(batch["width"])
         self.height.append(batch["height"])
         self.source_format.extend(str(f) for f in batch["source_format"])
 
     def finish(self) -> ShardRecord:
-        files = self.writer.close()
+        files = {name: writer.close() for name, writer in self.writers.items()}
 
         def joined(parts: list[np.ndarray], dtype) -> np.ndarray:
             return np.concatenate(parts).astype(dtype) if parts else np.zeros(0, dtype=dtype)
@@ -124,11 +149,16 @@ class _ShardInProgress:
             width=joined(self.width, np.int32),
             height=joined(self.height, np.int32),
             source_format=self.source_format,
+            index_columns={name: writer.index_columns() for name, writer in self.writers.items()},
             skipped=self.skipped,
         )
 
+    def abort(self) -> None:
+        for writer in self.writers.values():
+            writer.abort()
 
-def _make_sink(fmt: Format, root: Path, params: dict[str, Any], strict: bool):
+
+def _make_sink(targets: list[Target], classes: list[str], strict: bool):
     from ray.data.block import BlockAccessor
     from ray.data.datasource import Datasink
 
@@ -155,7 +185,7 @@ def _make_sink(fmt: Format, root: Path, params: dict[str, Any], strict: bool):
                         if current is None or current.shard != shard:
                             if current is not None:
                                 records.append(current.finish())
-                            current = _ShardInProgress(shard, fmt, root, params, strict)
+                            current = _ShardInProgress(shard, targets, classes, strict)
                         current.add({key: value[start:stop] for key, value in batch.items()})
                 if current is not None:
                     records.append(current.finish())
@@ -163,7 +193,7 @@ def _make_sink(fmt: Format, root: Path, params: dict[str, Any], strict: bool):
                     record.node = node
             except BaseException:
                 if current is not None:
-                    current.writer.abort()
+                    current.abort()
                 raise
             return records
 
@@ -171,7 +201,7 @@ def _make_sink(fmt: Format, root: Path, params: dict[str, Any], strict: bool):
             self.records = [record for returned in write_result.write_returns for record in returned]
 
         def get_name(self) -> str:
-            return f"Write{fmt.name.capitalize()}Shards"
+            return "Write" + "".join(t.format.name.capitalize() for t in targets) + "Shards"
 
     return ShardSink()
 
@@ -190,10 +220,8 @@ def sample_table(listing: Listing, images_per_file: int) -> pa.Table:
 
 def run_pipeline(
     listing: Listing,
-    root: Path,
-    fmt: Format,
-    params: dict[str, Any],
-    spec: ImageSpec,
+    targets: list[Target],
+    preparation: Preparation,
     *,
     images_per_file: int,
     batch_size: int,
@@ -201,7 +229,8 @@ def run_pipeline(
     strict: bool,
     progress: bool,
 ) -> list[ShardRecord]:
-    """Convert every candidate of ``listing`` into shards under ``root``; return one record per shard."""
+    """Convert every candidate of ``listing`` into the shards of every target, in one pass; return
+    one record per shard."""
     import ray
 
     table = sample_table(listing, images_per_file)
@@ -212,12 +241,12 @@ def run_pipeline(
         dataset = ray.data.from_arrow(blocks)
     dataset = dataset.map_batches(
         prepare_batch,
-        fn_kwargs={"loader": listing.loader, "spec": spec},
+        fn_kwargs={"loader": listing.loader, "preparation": preparation},
         batch_size=batch_size,
         batch_format="numpy",
         compute=compute,
     )
-    sink = _make_sink(fmt, root, params, strict)
+    sink = _make_sink(targets, listing.classes, strict)
     try:
         with _data_context(progress):
             dataset.write_datasink(sink, concurrency=concurrency)

@@ -4,9 +4,13 @@ from __future__ import annotations
 
 from raydsconv.errors import UnsupportedFormatError
 from raydsconv.formats.base import Format, ShardReader, ShardWriter
+from raydsconv.formats.hdf5 import HDF5
+from raydsconv.formats.ipc import IPC
 from raydsconv.formats.memmap import MEMMAP
+from raydsconv.formats.parquet import PARQUET
+from raydsconv.formats.tar import TAR
 
-FORMATS: dict[str, Format] = {MEMMAP.name: MEMMAP}
+FORMATS: dict[str, Format] = {fmt.name: fmt for fmt in (MEMMAP, HDF5, PARQUET, IPC, TAR)}
 
 
 def get_format(name: str) -> Format:

@@ -8,11 +8,11 @@ import os
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
-from raydsconv.manifest import Manifest, ShardFile
+from raydsconv.manifest import Manifest, Shard, ShardFile
 
 
 def shard_file_name(stem: str, shard: int, suffix: str) -> str:
@@ -37,16 +37,22 @@ def commit_file(temporary: Path, final: Path, root: Path) -> ShardFile:
 
 
 class ShardWriter(ABC):
-    """Writes exactly one shard. ``add`` receives the shard's kept samples in order, in batches."""
+    """Writes exactly one shard. ``add`` receives the shard's kept samples in order, in batches.
 
-    def __init__(self, root: Path, shard: int, params: dict[str, Any]):
+    A batch holds, row-aligned: ``label``, ``candidate`` (global input number), ``path`` (source
+    path relative to the source root), ``width``, ``height``, ``source_format``, ``extension``,
+    and ``image`` (pixels, fixed-size formats) or ``data`` (the original file bytes, flexible ones).
+    """
+
+    def __init__(self, root: Path, shard: int, params: dict[str, Any], classes: list[str]):
         self.root = Path(root)
         self.shard = shard
         self.params = params
+        self.classes = classes
 
     @abstractmethod
     def add(self, batch: dict[str, np.ndarray]) -> None:
-        """Append a batch: ``batch["image"]`` and ``batch["label"]`` hold the rows in order."""
+        """Append a batch of rows, in order."""
 
     @abstractmethod
     def close(self) -> dict[str, ShardFile]:
@@ -55,6 +61,10 @@ class ShardWriter(ABC):
     @abstractmethod
     def abort(self) -> None:
         """Remove temporary files after a failure."""
+
+    def index_columns(self) -> dict[str, np.ndarray]:
+        """Per-row facts only this format knows (e.g. byte offsets), stored in its index."""
+        return {}
 
 
 class ShardReader(ABC):
@@ -65,8 +75,8 @@ class ShardReader(ABC):
         self.manifest = manifest
 
     @abstractmethod
-    def read(self, shard: int, row: int) -> tuple[np.ndarray, int]:
-        """Return (image array, label) of one stored sample."""
+    def read(self, shard: int, row: int) -> tuple[Any, int]:
+        """Return (pixels as an array for fixed-size formats, encoded bytes for flexible ones, label)."""
 
 
 @dataclass(frozen=True)
@@ -78,3 +88,11 @@ class Format:
     file_roles: tuple[str, ...]  # the files every shard has, by role
     required_params: tuple[str, ...] = ()
     file_pattern: str = ""  # regex of every file name a shard may leave, partial ones included
+    # Validates the user's format_options for this format; returns the params to record.
+    check_options: Callable[[dict[str, Any]], dict[str, Any]] | None = None
+    # Called once on the driver after every shard is in place; returns extra params for the manifest.
+    finalize: Callable[[Path, list["Shard"], dict[str, Any]], dict[str, Any]] | None = None
+
+    @property
+    def fixed_size(self) -> bool:
+        return self.kind == "fixed"

@@ -57,8 +57,8 @@ def image_row_shape(params: dict[str, Any]) -> tuple[int, ...]:
 
 
 class MemmapShardWriter(ShardWriter):
-    def __init__(self, root: Path, shard: int, params: dict[str, Any]):
-        super().__init__(root, shard, params)
+    def __init__(self, root: Path, shard: int, params: dict[str, Any], classes: list[str]):
+        super().__init__(root, shard, params, classes)
         self.images_path = self.root / shard_file_name("images", shard, ".npy")
         self.labels_path = self.root / shard_file_name("labels", shard, ".npy")
         self.images = NpyAppender(partial_path(self.images_path), np.uint8, image_row_shape(params))

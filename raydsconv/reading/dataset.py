@@ -7,6 +7,8 @@ handles or memory maps across a fork.
 
 from __future__ import annotations
 
+import io
+import json
 import os
 from pathlib import Path
 from typing import Any, Callable, ClassVar
@@ -17,7 +19,7 @@ from torch.utils.data import Dataset
 
 from raydsconv.errors import ManifestError, UnsupportedFormatError
 from raydsconv.formats import Format, ShardReader, get_format
-from raydsconv.manifest import Manifest, load_manifest
+from raydsconv.manifest import FORMATS_NAME, Manifest, load_manifest
 
 
 class ShardedDataset(Dataset):
@@ -84,14 +86,23 @@ class ShardedDataset(Dataset):
         return self._reader
 
     def __getitem__(self, index: int) -> tuple[Any, Any]:
-        pixels, label = self._shard_reader().read(*self.locate(int(index)))
-        image: Any = Image.fromarray(pixels, self.mode)
+        payload, label = self._shard_reader().read(*self.locate(int(index)))
+        if self._format.fixed_size:
+            image: Any = Image.fromarray(payload, self.mode)
+        else:  # as torchvision's ImageFolder loads a file
+            image = Image.open(io.BytesIO(payload)).convert("RGB")
         target: Any = label
         if self.transform is not None:
             image = self.transform(image)
         if self.target_transform is not None:
             target = self.target_transform(target)
         return image, target
+
+    def read_bytes(self, index: int) -> bytes:
+        """The stored bytes of sample ``index``: the original file for flexible-size formats."""
+        if self._format.fixed_size:
+            raise TypeError(f"format {self._format.name!r} stores decoded pixels, not file bytes")
+        return self._shard_reader().read(*self.locate(int(index)))[0]
 
     def index(self):
         """The per-sample index (pyarrow Table): label, shard, row, source path, size, format."""
@@ -142,15 +153,55 @@ class MemmapReader(ShardedDataset):
     format_name = "memmap"
 
 
-_READERS: dict[str, type[ShardedDataset]] = {"memmap": MemmapReader}
+class HDF5Reader(ShardedDataset):
+    """Reads an ``hdf5`` dataset."""
+
+    format_name = "hdf5"
+
+
+class ParquetReader(ShardedDataset):
+    """Reads a ``parquet`` dataset; images come back as RGB PIL images, as from ImageFolder."""
+
+    format_name = "parquet"
+
+
+class IpcReader(ShardedDataset):
+    """Reads an ``ipc`` (Arrow IPC) dataset through memory maps."""
+
+    format_name = "ipc"
+
+
+class TarReader(ShardedDataset):
+    """Reads a ``tar`` (WebDataset layout) dataset by recorded offsets, with ``pread``."""
+
+    format_name = "tar"
+
+
+_READERS: dict[str, type[ShardedDataset]] = {
+    reader.format_name: reader for reader in (MemmapReader, HDF5Reader, ParquetReader, IpcReader, TarReader)
+}
 
 
 def open_dataset(
     dataset_path: str | os.PathLike,
     transform: Callable[[Any], Any] | None = None,
     target_transform: Callable[[Any], Any] | None = None,
+    *,
+    format: str | None = None,
 ) -> ShardedDataset:
-    """Open any dataset written by raydsconv with the reader its manifest names."""
-    manifest = load_manifest(dataset_path, check_files=False)
+    """Open any dataset written by raydsconv with the reader its manifest names.
+
+    For the output of a several-formats conversion, ``format`` picks one of them.
+    """
+    root = Path(dataset_path)
+    listing = root / FORMATS_NAME
+    if listing.is_file():
+        folders = json.loads(listing.read_text())["formats"]
+        if format not in folders:
+            raise ManifestError(f"{root} holds several formats ({', '.join(folders)}); pass format=<one of them>")
+        root = root / folders[format]
+    manifest = load_manifest(root, check_files=False)
+    if format is not None and manifest.format != format:
+        raise ManifestError(f"{root} holds format {manifest.format!r}, not {format!r}")
     reader = _READERS.get(manifest.format, ShardedDataset)
-    return reader(dataset_path, transform=transform, target_transform=target_transform)
+    return reader(root, transform=transform, target_transform=target_transform)

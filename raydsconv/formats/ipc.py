@@ -1,0 +1,88 @@
+"""ipc: per shard, ``samples-XXXXX.arrow``, an Arrow IPC *file* with record batches of many rows
+(``batch_rows``, default 256), read through a memory map with zero copies."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from raydsconv.errors import InvalidArgumentError
+from raydsconv.formats.arrow_table import batch_to_table, row_bytes_and_label, sample_schema
+from raydsconv.formats.base import Format, ShardReader, ShardWriter, commit_file, partial_path, shard_file_name
+from raydsconv.manifest import Manifest, ShardFile
+
+DEFAULT_BATCH_ROWS = 256
+
+
+def check_options(options: dict[str, Any]) -> dict[str, Any]:
+    rows = options.get("batch_rows", DEFAULT_BATCH_ROWS)
+    if not isinstance(rows, int) or rows <= 0:
+        raise InvalidArgumentError(f"ipc batch_rows must be a positive integer, got {rows!r}")
+    return {"batch_rows": rows}
+
+
+class IpcShardWriter(ShardWriter):
+    def __init__(self, root: Path, shard: int, params: dict[str, Any], classes: list[str]):
+        super().__init__(root, shard, params, classes)
+        self.final = self.root / shard_file_name("samples", shard, ".arrow")
+        self.temporary = partial_path(self.final)
+        self.schema = sample_schema(classes)
+        self.writer = pa.ipc.new_file(str(self.temporary), self.schema)
+        self.pending: list[pa.Table] = []
+        self.pending_rows = 0
+
+    def add(self, batch: dict[str, np.ndarray]) -> None:
+        self.pending.append(batch_to_table(batch, self.schema))
+        self.pending_rows += len(batch["label"])
+        if self.pending_rows >= self.params["batch_rows"]:
+            self._flush()
+
+    def _flush(self) -> None:
+        if self.pending_rows:
+            table = pa.concat_tables(self.pending).combine_chunks()
+            for record_batch in table.to_batches(max_chunksize=self.params["batch_rows"]):
+                self.writer.write_batch(record_batch)
+        self.pending, self.pending_rows = [], 0
+
+    def close(self) -> dict[str, ShardFile]:
+        self._flush()
+        self.writer.close()
+        return {"samples": commit_file(self.temporary, self.final, self.root)}
+
+    def abort(self) -> None:
+        self.writer.close()
+        self.temporary.unlink(missing_ok=True)
+
+
+class IpcShardReader(ShardReader):
+    def __init__(self, root: Path, manifest: Manifest):
+        super().__init__(root, manifest)
+        self._files: dict[int, tuple[pa.ipc.RecordBatchFileReader, np.ndarray]] = {}
+
+    def _file(self, shard: int):
+        if shard not in self._files:
+            source = pa.memory_map(str(self.root / self.manifest.shards[shard].files["samples"].name), "r")
+            reader = pa.ipc.open_file(source)
+            sizes = [reader.get_batch(b).num_rows for b in range(reader.num_record_batches)]
+            self._files[shard] = (reader, np.cumsum(sizes))
+        return self._files[shard]
+
+    def read(self, shard: int, row: int) -> tuple[bytes, int]:
+        reader, ends = self._file(shard)
+        index = int(np.searchsorted(ends, row, side="right"))
+        start = int(ends[index - 1]) if index else 0
+        return row_bytes_and_label(reader.get_batch(index), row - start)  # zero-copy view of the map
+
+
+IPC = Format(
+    name="ipc",
+    kind="flexible",
+    writer=IpcShardWriter,
+    reader=IpcShardReader,
+    file_roles=("samples",),
+    file_pattern=r"\.?samples-\d+\.arrow(\.partial)?",
+    check_options=check_options,
+)

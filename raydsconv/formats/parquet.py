@@ -1,0 +1,80 @@
+"""parquet: per shard, ``samples-XXXXX.parquet``, one row per sample (see arrow_table for the
+columns). Row groups are small (``row_group_size`` rows, default 8) so that a random read decodes
+little more than its own sample; readers keep each opened file per worker."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow.parquet as pq
+
+from raydsconv.errors import InvalidArgumentError
+from raydsconv.formats.arrow_table import batch_to_table, row_bytes_and_label, sample_schema
+from raydsconv.formats.base import Format, ShardReader, ShardWriter, commit_file, partial_path, shard_file_name
+from raydsconv.manifest import Manifest, ShardFile
+
+DEFAULT_ROW_GROUP_SIZE = 8
+
+
+def check_options(options: dict[str, Any]) -> dict[str, Any]:
+    size = options.get("row_group_size", DEFAULT_ROW_GROUP_SIZE)
+    if not isinstance(size, int) or size <= 0:
+        raise InvalidArgumentError(f"parquet row_group_size must be a positive integer, got {size!r}")
+    return {"row_group_size": size}
+
+
+class ParquetShardWriter(ShardWriter):
+    def __init__(self, root: Path, shard: int, params: dict[str, Any], classes: list[str]):
+        super().__init__(root, shard, params, classes)
+        self.final = self.root / shard_file_name("samples", shard, ".parquet")
+        self.temporary = partial_path(self.final)
+        self.schema = sample_schema(classes)
+        # Images are already compressed: page compression would cost time and save nothing.
+        self.writer = pq.ParquetWriter(self.temporary, self.schema, compression="none",
+                                       use_dictionary=["path", "source_format"])
+
+    def add(self, batch: dict[str, np.ndarray]) -> None:
+        self.writer.write_table(batch_to_table(batch, self.schema), row_group_size=self.params["row_group_size"])
+
+    def close(self) -> dict[str, ShardFile]:
+        self.writer.close()
+        return {"samples": commit_file(self.temporary, self.final, self.root)}
+
+    def abort(self) -> None:
+        self.writer.close()
+        self.temporary.unlink(missing_ok=True)
+
+
+class ParquetShardReader(ShardReader):
+    def __init__(self, root: Path, manifest: Manifest):
+        super().__init__(root, manifest)
+        self._files: dict[int, tuple[pq.ParquetFile, np.ndarray]] = {}
+        self._cached: tuple[int, int, Any] | None = None  # the last row group read
+
+    def _file(self, shard: int) -> tuple[pq.ParquetFile, np.ndarray]:
+        if shard not in self._files:
+            file = pq.ParquetFile(self.root / self.manifest.shards[shard].files["samples"].name)
+            sizes = [file.metadata.row_group(g).num_rows for g in range(file.num_row_groups)]
+            self._files[shard] = (file, np.cumsum(sizes))
+        return self._files[shard]
+
+    def read(self, shard: int, row: int) -> tuple[bytes, int]:
+        file, ends = self._file(shard)
+        group = int(np.searchsorted(ends, row, side="right"))
+        if self._cached is None or self._cached[:2] != (shard, group):
+            self._cached = (shard, group, file.read_row_group(group, columns=["image", "label"]))
+        start = int(ends[group - 1]) if group else 0
+        return row_bytes_and_label(self._cached[2], row - start)
+
+
+PARQUET = Format(
+    name="parquet",
+    kind="flexible",
+    writer=ParquetShardWriter,
+    reader=ParquetShardReader,
+    file_roles=("samples",),
+    file_pattern=r"\.?samples-\d+\.parquet(\.partial)?",
+    check_options=check_options,
+)

@@ -1,0 +1,104 @@
+"""tar: per shard, ``samples-XXXXX.tar`` in the WebDataset layout. Each sample is three adjacent
+members: ``{key}.{ext}`` (the original image bytes, ext from the detected format), ``{key}.cls``
+(the label as text) and ``{key}.json`` (source path, class name, size). ``key`` is the sample's
+global input number, zero-padded to 9 digits. Members are written deterministically (mtime 0,
+owner root) so the same input gives the same bytes.
+
+The random-access reader never scans a tar: the byte offset and size of each image member are
+recorded in the index at write time, and read back with ``os.pread`` (no shared file position,
+so forked DataLoader workers cannot disturb one another)."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import tarfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from raydsconv.formats.base import Format, ShardReader, ShardWriter, commit_file, partial_path, shard_file_name
+from raydsconv.manifest import Manifest, ShardFile
+
+KEY_DIGITS = 9
+
+
+def sample_key(candidate: int) -> str:
+    return f"{candidate:0{KEY_DIGITS}d}"
+
+
+class TarShardWriter(ShardWriter):
+    def __init__(self, root: Path, shard: int, params: dict[str, Any], classes: list[str]):
+        super().__init__(root, shard, params, classes)
+        self.final = self.root / shard_file_name("samples", shard, ".tar")
+        self.temporary = partial_path(self.final)
+        self.tar = tarfile.open(self.temporary, "w", format=tarfile.USTAR_FORMAT)
+        self.offsets: list[int] = []
+        self.sizes: list[int] = []
+
+    def _add_member(self, name: str, data: bytes) -> int:
+        """Append one member; return the offset of its data in the file."""
+        info = tarfile.TarInfo(name)
+        info.size, info.mtime, info.mode = len(data), 0, 0o444
+        header_size = len(info.tobuf(self.tar.format, self.tar.encoding, self.tar.errors))
+        offset = self.tar.offset + header_size
+        self.tar.addfile(info, io.BytesIO(data))
+        return offset
+
+    def add(self, batch: dict[str, np.ndarray]) -> None:
+        for i in range(len(batch["label"])):
+            key, label, data = sample_key(int(batch["candidate"][i])), int(batch["label"][i]), batch["data"][i]
+            self.offsets.append(self._add_member(f"{key}.{batch['extension'][i]}", data))
+            self.sizes.append(len(data))
+            self._add_member(f"{key}.cls", str(label).encode())
+            description = {"path": str(batch["path"][i]), "class": self.classes[label], "label": label,
+                           "width": int(batch["width"][i]), "height": int(batch["height"][i])}
+            self._add_member(f"{key}.json", json.dumps(description).encode())
+
+    def close(self) -> dict[str, ShardFile]:
+        self.tar.close()
+        return {"samples": commit_file(self.temporary, self.final, self.root)}
+
+    def abort(self) -> None:
+        self.tar.close()
+        self.temporary.unlink(missing_ok=True)
+
+    def index_columns(self) -> dict[str, np.ndarray]:
+        return {"data_offset": np.asarray(self.offsets, dtype=np.int64),
+                "data_size": np.asarray(self.sizes, dtype=np.int64)}
+
+
+class TarShardReader(ShardReader):
+    def __init__(self, root: Path, manifest: Manifest):
+        super().__init__(root, manifest)
+        import pyarrow.parquet as pq
+
+        index = pq.read_table(self.root / manifest.index_file, columns=["label", "data_offset", "data_size"])
+        self._label = index.column("label").to_numpy()
+        self._offset = index.column("data_offset").to_numpy()
+        self._size = index.column("data_size").to_numpy()
+        self._starts = np.concatenate([[0], np.cumsum([s.num_samples for s in manifest.shards])])
+        self._descriptors: dict[int, int] = {}
+
+    def read(self, shard: int, row: int) -> tuple[bytes, int]:
+        if shard not in self._descriptors:
+            self._descriptors[shard] = os.open(self.root / self.manifest.shards[shard].files["samples"].name, os.O_RDONLY)
+        sample = int(self._starts[shard]) + row
+        data = os.pread(self._descriptors[shard], int(self._size[sample]), int(self._offset[sample]))
+        return data, int(self._label[sample])
+
+    def __del__(self) -> None:
+        for descriptor in self._descriptors.values():
+            os.close(descriptor)
+
+
+TAR = Format(
+    name="tar",
+    kind="flexible",
+    writer=TarShardWriter,
+    reader=TarShardReader,
+    file_roles=("samples",),
+    file_pattern=r"\.?samples-\d+\.tar(\.partial)?",
+)
