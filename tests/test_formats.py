@@ -1,0 +1,113 @@
+"""One conformance suite for every registered format: add a format and it is tested here for free."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+from reference import assert_matches_reference
+from torch.utils.data import DataLoader
+
+from raydsconv import convert, open_dataset
+from raydsconv.formats import FORMATS
+from raydsconv.sources.folder import list_image_folder
+
+pytestmark = pytest.mark.usefixtures("ray_session")
+SHAPE = (20, 28)
+BAD = {"odd/empty.jpg", "odd/random_bytes.png", "odd/readme.txt", "odd/truncated.jpg"}
+
+
+@pytest.fixture(scope="module", params=sorted(FORMATS))
+def converted(request, small_folder, tmp_path_factory):
+    output = tmp_path_factory.mktemp(request.param) / "ds"
+    report = convert(small_folder, output, format=request.param, shape=SHAPE, images_per_file=8, progress=False)
+    return request.param, report, output
+
+
+def expected_samples(small_folder):
+    listing = list_image_folder(small_folder)
+    return [(p, l) for p, l in zip(listing.paths, listing.labels.tolist()) if p not in BAD]
+
+
+def check_sample(dataset, i, path, label, small_folder):
+    image, target = dataset[i]
+    assert target == label, f"sample {i}: label"
+    assert dataset.source_path(i) == path
+    source = (small_folder / path).read_bytes()
+    if dataset._format.fixed_size:
+        assert_matches_reference(np.asarray(image), source, SHAPE, what=path)
+    else:
+        stored = dataset.read_bytes(i)
+        assert hashlib.sha256(stored).digest() == hashlib.sha256(source).digest(), f"{path}: bytes changed"
+        assert image.mode == "RGB"
+
+
+def test_round_trip_counts_and_skips(converted, small_folder):
+    name, report, output = converted
+    expected = expected_samples(small_folder)
+    dataset = open_dataset(output)
+    assert type(dataset).format_name == name
+    assert len(dataset) == report.num_samples == len(expected)
+    assert {s.path for s in report.skipped} == BAD
+    assert dataset.classes == list_image_folder(small_folder).classes
+    for i, (path, label) in enumerate(expected):
+        check_sample(dataset, i, path, label, small_folder)
+
+
+def test_manifest_shards_and_index(converted):
+    name, report, output = converted
+    manifest = json.loads((output / "manifest.json").read_text())
+    assert manifest["format"] == name
+    assert len(manifest["shards"]) == -(-report.num_candidates // 8)
+    assert sum(s["num_samples"] for s in manifest["shards"]) == manifest["num_samples"]
+    for shard in manifest["shards"]:
+        for file in shard["files"].values():
+            data = (output / file["name"]).read_bytes()
+            assert (len(data), hashlib.sha256(data).hexdigest()) == (file["bytes"], file["sha256"])
+    index = pq.read_table(output / "index.parquet")
+    assert index.num_rows == manifest["num_samples"]
+    assert index.column("shard").to_pylist() == [s["index"] for s in manifest["shards"] for _ in range(s["num_samples"])]
+    assert not list(output.glob(".*")), "temporary files left behind"
+
+
+def pixel_digest(image) -> str:
+    return hashlib.sha256(np.asarray(image).tobytes()).hexdigest()
+
+
+def as_list(batch):
+    return batch
+
+
+@pytest.mark.parametrize("context", ["fork", "spawn"])
+def test_dataloader_two_workers_shuffled_for_two_epochs(converted, context):
+    _, _, output = converted
+    dataset = open_dataset(output, transform=pixel_digest)
+    direct = sorted(dataset[i] for i in range(len(dataset)))
+    loader = DataLoader(dataset, batch_size=5, shuffle=True, num_workers=2, multiprocessing_context=context,
+                        collate_fn=as_list)
+    for _ in range(2):
+        assert sorted(sample for batch in loader for sample in batch) == direct
+
+
+def test_random_access_order_does_not_matter(converted, small_folder):
+    _, _, output = converted
+    expected = expected_samples(small_folder)
+    dataset = open_dataset(output)
+    order = list(range(len(expected))) * 2
+    random.Random(1).shuffle(order)
+    for i in order:
+        check_sample(dataset, i, *expected[i], small_folder)
+
+
+def test_output_is_deterministic(converted, small_folder, tmp_path):
+    name, _, output = converted
+    again = tmp_path / "again"
+    convert(small_folder, again, format=name, shape=SHAPE, images_per_file=8, num_workers=1, batch_size=3,
+            progress=False)
+    first = json.loads((output / "manifest.json").read_text())["shards"]
+    second = json.loads((again / "manifest.json").read_text())["shards"]
+    assert first == second  # same files, sizes and sha256 whatever the parallelism
