@@ -23,47 +23,20 @@ import os
 import shutil
 import statistics
 import sys
-import threading
 import time
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
+from common import PeakMemory, imagenet_like_folder
+
 from raydsconv.cluster import available_cpus
 from raydsconv.formats.memmap import NpyAppender
 from raydsconv.images import ImageSpec, prepare_image
-from raydsconv.samples import write_image_folder
 from raydsconv.sources.folder import list_image_folder
 
 SPEC = ImageSpec(shape=(224, 224))
-
-
-def memory_in_use() -> int:
-    fields = dict(line.split(":", 1) for line in Path("/proc/meminfo").read_text().splitlines())
-    return (int(fields["MemTotal"].split()[0]) - int(fields["MemAvailable"].split()[0])) * 1024
-
-
-class PeakMemory:
-    def __enter__(self):
-        self.base = self.peak = memory_in_use()
-        self.running = True
-        self.thread = threading.Thread(target=self._poll, daemon=True)
-        self.thread.start()
-        return self
-
-    def _poll(self):
-        while self.running:
-            self.peak = max(self.peak, memory_in_use())
-            time.sleep(0.1)
-
-    def __exit__(self, *exc):
-        self.running = False
-        self.thread.join()
-
-    @property
-    def megabytes(self) -> float:
-        return (self.peak - self.base) / 1e6
 
 
 def pool_shard(job):
@@ -111,11 +84,7 @@ def main() -> int:
     args = parser.parse_args()
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     workdir = Path(args.workdir)
-    source = workdir / f"imagenet-like-{args.images}"
-    if not source.exists():
-        print(f"generating {args.images} photo-like JPEGs in {source} ...", flush=True)
-        write_image_folder(source.with_suffix(".partial"), num_images=args.images, num_classes=10, noise=9.0)
-        source.with_suffix(".partial").rename(source)
+    source = imagenet_like_folder(workdir, args.images)
     listing = list_image_folder(source)
     mean_kb = np.mean([os.path.getsize(source / p) for p in listing.paths[:500]]) / 1e3
     cores = available_cpus()

@@ -51,8 +51,8 @@ class ConversionReport:
 
     def summary(self) -> str:
         lines = [
-            f"converted {self.num_samples} of {self.num_candidates} inputs into {self.num_shards} "
-            f"{self.format} shards at {self.output}",
+            f"converted {self.num_samples} of {self.num_candidates} inputs into {self.num_shards} shards "
+            f"of {self.format} at {self.output}",
             f"{self.seconds:.1f} s ({self.images_per_second:.0f} images/s; Ray start-up "
             f"{self.ray_startup_seconds:.1f} s more), {self.bytes_written / 1e6:.1f} MB written "
             f"by {self.nodes} Ray node{'s' if self.nodes != 1 else ''}",

@@ -19,29 +19,39 @@ def run_demo(workdir: str | None = None, *, num_images: int = 300) -> int:
     from raydsconv.samples import write_image_folder, write_odd_cases
 
     base = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="raydsconv-demo-"))
-    source, output = base / "images", base / "memmap-224"
+    source, output = base / "images", base / "converted"
     started = time.perf_counter()
     write_image_folder(source, num_images=num_images, num_classes=4, seed=0)
     odd = write_odd_cases(source)
     print(f"1. wrote {num_images} photo-like JPEGs in 4 classes and {len(odd.readable) + len(odd.bad)} odd "
           f"files to {source} ({time.perf_counter() - started:.1f} s)")
 
-    report = convert(source, output, format="memmap", shape=(224, 224), mode="RGB", resize="crop",
+    # One read of the source writes resized pixels (memmap) and the original bytes (parquet).
+    report = convert(source, output, format=["memmap", "parquet"], shape=(224, 224), mode="RGB", resize="crop",
                      images_per_file=128, overwrite=True, progress=False)
     print("2. " + report.summary().replace("\n", "\n   "))
     import ray
 
     ray.shutdown()  # training needs no Ray, and DataLoader workers must not fork a Ray driver
 
-    dataset = open_dataset(output, transform=PILToTensor())
-    loader = DataLoader(dataset, batch_size=64, num_workers=2, shuffle=True)
-    started = time.perf_counter()
-    seen, counts = 0, np.zeros(len(dataset.classes), dtype=int)
-    for images, labels in loader:
-        seen += len(labels)
-        counts += np.bincount(labels.numpy(), minlength=len(counts))
-    print(f"3. read {seen} samples back through a DataLoader with 2 workers in {time.perf_counter() - started:.2f} s; "
-          f"batch shape {tuple(images.shape)} {images.dtype}")
-    print("   per class: " + ", ".join(f"{name}={n}" for name, n in zip(dataset.classes, counts)))
+    seen = 0
+    for name in ("memmap", "parquet"):
+        dataset = open_dataset(output, transform=PILToTensor(), format=name)
+        # parquet keeps each image at its own size: batch them as lists, not stacked tensors
+        loader = DataLoader(dataset, batch_size=64, num_workers=2, shuffle=True,
+                            collate_fn=None if name == "memmap" else _as_list)
+        started = time.perf_counter()
+        seen, counts = 0, np.zeros(len(dataset.classes), dtype=int)
+        for batch in loader:
+            labels = batch[1] if name == "memmap" else [label for _, label in batch]
+            seen += len(labels)
+            counts += np.bincount(np.asarray(labels), minlength=len(counts))
+        print(f"3. {name}: read {seen} samples back through a DataLoader with 2 workers in "
+              f"{time.perf_counter() - started:.2f} s")
+        print("   per class: " + ", ".join(f"{name}={n}" for name, n in zip(dataset.classes, counts)))
     print(f"   inspect it with: raydsconv info {output}")
     return 0 if seen == report.num_samples else 1
+
+
+def _as_list(batch):
+    return batch

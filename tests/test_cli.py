@@ -73,7 +73,8 @@ def test_usage_mistakes_give_one_line_and_exit_2(argv, capsys):
 def test_demo_is_the_readme_main_command_and_works(tmp_path):
     done = run_cli("demo", "--workdir", str(tmp_path), "--num-images", "24")
     assert done.returncode == 0, done.stderr[-3000:]
-    assert "read 39 samples back through a DataLoader with 2 workers" in done.stdout
+    assert "memmap: read 39 samples back through a DataLoader with 2 workers" in done.stdout
+    assert "parquet: read 39 samples back" in done.stdout
     assert "odd/truncated.jpg" in done.stdout
 
 
@@ -91,6 +92,18 @@ def test_importing_and_reading_never_import_ray(tmp_path, small_folder):
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
+
+
+def test_several_formats_in_one_run(small_folder, tmp_path):
+    output = tmp_path / "ds"
+    done = run_cli("convert", str(small_folder), str(output), "--format", "memmap,tar", "--shape", "8", "8",
+                   "--num-workers", "1", "--no-progress")
+    assert done.returncode == 0, done.stderr
+    description = json.loads(run_cli("info", str(output), "--json").stdout)
+    assert sorted(description["formats"]) == ["memmap", "tar"]
+    assert description["formats"]["memmap"]["num_samples"] == description["formats"]["tar"]["num_samples"]
+    human = run_cli("info", str(output)).stdout
+    assert "memmap dataset" in human and "tar dataset" in human
 
 
 def test_info_on_a_folder_that_is_not_a_dataset(tmp_path, capsys):

@@ -111,3 +111,35 @@ def test_output_is_deterministic(converted, small_folder, tmp_path):
     first = json.loads((output / "manifest.json").read_text())["shards"]
     second = json.loads((again / "manifest.json").read_text())["shards"]
     assert first == second  # same files, sizes and sha256 whatever the parallelism
+
+
+def test_format_options_are_checked_and_recorded(small_folder, tmp_path):
+    from raydsconv import InvalidArgumentError
+
+    convert(small_folder, tmp_path / "h5", format="hdf5", shape=(8, 8), progress=False,
+            format_options={"hdf5": {"compression": "gzip"}})
+    manifest = json.loads((tmp_path / "h5" / "manifest.json").read_text())
+    assert manifest["params"]["compression"] == "gzip" and manifest["params"]["virtual_dataset"] == "dataset.h5"
+    import h5py
+
+    name = manifest["shards"][0]["files"]["images"]["name"]
+    with h5py.File(tmp_path / "h5" / name, "r") as file:
+        assert file["images"].compression == "gzip"
+    convert(small_folder, tmp_path / "pq", format="parquet", progress=False,
+            format_options={"parquet": {"row_group_size": 2}})
+    assert pq.ParquetFile(next((tmp_path / "pq").glob("samples-*.parquet"))).metadata.row_group(0).num_rows == 2
+    for options, message in [({"hdf5": {"compression": "zstd"}}, "compression"),
+                             ({"memmap": {"x": 1}}, "takes no options"),
+                             ({"tar": {}}, "does not write")]:
+        with pytest.raises(InvalidArgumentError, match=message):
+            convert(small_folder, tmp_path / "bad", format="hdf5" if "hdf5" in options else "memmap",
+                    shape=(8, 8), format_options=options, progress=False)
+
+
+def test_header_only_validation_is_faster_and_blind_to_truncation(small_folder, tmp_path):
+    full = convert(small_folder, tmp_path / "full", format="tar", progress=False)
+    header = convert(small_folder, tmp_path / "header", format="tar", validation="header", progress=False)
+    assert "odd/truncated.jpg" in {s.path for s in full.skipped}
+    assert "odd/truncated.jpg" not in {s.path for s in header.skipped}  # only a decode finds it
+    assert {s.path for s in header.skipped} == BAD - {"odd/truncated.jpg"}
+    assert json.loads((tmp_path / "header" / "manifest.json").read_text())["params"]["validation"] == "header"

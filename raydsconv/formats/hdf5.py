@@ -64,18 +64,20 @@ class HDF5ShardWriter(ShardWriter):
 class HDF5ShardReader(ShardReader):
     def __init__(self, root: Path, manifest: Manifest):
         super().__init__(root, manifest)
-        self._files: dict[int, Any] = {}
+        self._shards: dict[int, tuple[Any, Any, np.ndarray]] = {}  # shard -> (file, images, labels)
 
-    def _file(self, shard: int):
-        if shard not in self._files:
+    def _shard(self, shard: int) -> tuple[Any, Any, np.ndarray]:
+        if shard not in self._shards:
             import h5py
 
-            self._files[shard] = h5py.File(self.root / self.manifest.shards[shard].files["images"].name, "r")
-        return self._files[shard]
+            file = h5py.File(self.root / self.manifest.shards[shard].files["images"].name, "r")
+            # Dataset lookups cost as much as a small read: keep the handles, and the labels in memory.
+            self._shards[shard] = (file, file["images"], file["labels"][()])
+        return self._shards[shard]
 
     def read(self, shard: int, row: int) -> tuple[np.ndarray, int]:
-        file = self._file(shard)
-        return file["images"][row], int(file["labels"][row])
+        _, images, labels = self._shard(shard)
+        return images[row], int(labels[row])
 
 
 def write_virtual_dataset(root: Path, shards: list[Shard], params: dict[str, Any]) -> dict[str, Any]:

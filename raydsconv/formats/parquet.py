@@ -1,5 +1,5 @@
 """parquet: per shard, ``samples-XXXXX.parquet``, one row per sample (see arrow_table for the
-columns). Row groups are small (``row_group_size`` rows, default 8) so that a random read decodes
+columns). Row groups are small (``row_group_size`` rows, default 2) so that a random read decodes
 little more than its own sample; readers keep each opened file per worker."""
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from raydsconv.formats.arrow_table import batch_to_table, row_bytes_and_label, s
 from raydsconv.formats.base import Format, ShardReader, ShardWriter, commit_file, partial_path, shard_file_name
 from raydsconv.manifest import Manifest, ShardFile
 
-DEFAULT_ROW_GROUP_SIZE = 8
+DEFAULT_ROW_GROUP_SIZE = 2
 
 
 def check_options(options: dict[str, Any]) -> dict[str, Any]:

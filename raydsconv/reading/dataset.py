@@ -89,8 +89,9 @@ class ShardedDataset(Dataset):
         payload, label = self._shard_reader().read(*self.locate(int(index)))
         if self._format.fixed_size:
             image: Any = Image.fromarray(payload, self.mode)
-        else:  # as torchvision's ImageFolder loads a file
-            image = Image.open(io.BytesIO(payload)).convert("RGB")
+        else:  # as torchvision's ImageFolder loads a file, without its copy when already RGB
+            image = Image.open(io.BytesIO(payload))
+            image = image.convert("RGB") if image.mode != "RGB" else image
         target: Any = label
         if self.transform is not None:
             image = self.transform(image)

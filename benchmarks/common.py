@@ -1,0 +1,50 @@
+"""Shared by the benchmarks: the generated ImageNet-like folder and a whole-machine memory probe."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+from raydsconv.samples import write_image_folder
+
+
+def imagenet_like_folder(workdir: Path, images: int) -> Path:
+    """Photo-like JPEGs (quality 90, ~110 KB, 500x375 ... 1024x768) in 10 classes, made once."""
+    source = Path(workdir) / f"imagenet-like-{images}"
+    if not source.exists():
+        print(f"generating {images} photo-like JPEGs in {source} ...", flush=True)
+        partial = source.with_suffix(".partial")
+        write_image_folder(partial, num_images=images, num_classes=10, noise=9.0)
+        partial.rename(source)
+    return source
+
+
+def memory_in_use() -> int:
+    fields = dict(line.split(":", 1) for line in Path("/proc/meminfo").read_text().splitlines())
+    return (int(fields["MemTotal"].split()[0]) - int(fields["MemAvailable"].split()[0])) * 1024
+
+
+class PeakMemory:
+    """Most memory in use on the machine above the level at entry, polled every 0.1 s: every
+    process counts, Ray's workers included."""
+
+    def __enter__(self):
+        self.base = self.peak = memory_in_use()
+        self.running = True
+        self.thread = threading.Thread(target=self._poll, daemon=True)
+        self.thread.start()
+        return self
+
+    def _poll(self):
+        while self.running:
+            self.peak = max(self.peak, memory_in_use())
+            time.sleep(0.1)
+
+    def __exit__(self, *exc):
+        self.running = False
+        self.thread.join()
+
+    @property
+    def megabytes(self) -> float:
+        return (self.peak - self.base) / 1e6
