@@ -24,6 +24,8 @@ _EXPORTS = {
     "IpcConverter": "raydsconv.converters",
     "TarConverter": "raydsconv.converters",
     "open_dataset": "raydsconv.reading.dataset",
+    "collate": "raydsconv.reading.dataset",
+    "ShardAwareSampler": "raydsconv.reading.sampler",
     "ShardedDataset": "raydsconv.reading.dataset",
     "MemmapReader": "raydsconv.reading.dataset",
     "HDF5Reader": "raydsconv.reading.dataset",
@@ -56,6 +58,7 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from raydsconv.errors import ConversionError, InvalidArgumentError, ManifestError, RaydsconvError
     from raydsconv.images import ImageSpec, ResizeAndConvert
     from raydsconv.manifest import Manifest
+    from raydsconv.reading.sampler import ShardAwareSampler
     from raydsconv.reading.dataset import (
         HDF5Reader,
         IpcReader,
@@ -63,6 +66,7 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
         ParquetReader,
         ShardedDataset,
         TarReader,
+        collate,
         open_dataset,
     )
 

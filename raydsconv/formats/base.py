@@ -78,6 +78,20 @@ class ShardReader(ABC):
     def read(self, shard: int, row: int) -> tuple[Any, int]:
         """Return (pixels as an array for fixed-size formats, encoded bytes for flexible ones, label)."""
 
+    def read_rows(self, shard: int, rows: np.ndarray) -> tuple[Any, np.ndarray]:
+        """Several rows of one shard, ``rows`` sorted: a stacked array for fixed-size formats (formats
+        override this to read contiguous runs at once), a list of bytes for flexible ones."""
+        samples = [self.read(shard, int(row)) for row in rows]
+        payloads = [payload for payload, _ in samples]
+        labels = np.asarray([label for _, label in samples], dtype=np.int64)
+        return (np.stack(payloads) if payloads and isinstance(payloads[0], np.ndarray) else payloads), labels
+
+
+def contiguous_runs(rows: np.ndarray) -> list[tuple[int, int]]:
+    """Sorted row numbers as [start, stop) runs: one read per run instead of one per row."""
+    breaks = np.flatnonzero(np.diff(rows) != 1) + 1
+    return [(int(run[0]), int(run[-1]) + 1) for run in np.split(rows, breaks)] if len(rows) else []
+
 
 @dataclass(frozen=True)
 class Format:

@@ -11,7 +11,15 @@ from typing import Any
 import numpy as np
 
 from raydsconv.errors import InvalidArgumentError
-from raydsconv.formats.base import Format, ShardReader, ShardWriter, commit_file, partial_path, shard_file_name
+from raydsconv.formats.base import (
+    Format,
+    ShardReader,
+    ShardWriter,
+    commit_file,
+    contiguous_runs,
+    partial_path,
+    shard_file_name,
+)
 from raydsconv.formats.memmap import image_row_shape
 from raydsconv.manifest import Manifest, Shard, ShardFile
 
@@ -78,6 +86,15 @@ class HDF5ShardReader(ShardReader):
     def read(self, shard: int, row: int) -> tuple[np.ndarray, int]:
         _, images, labels = self._shard(shard)
         return images[row], int(labels[row])
+
+    def read_rows(self, shard: int, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        _, images, labels = self._shard(shard)
+        out = np.empty((len(rows), *images.shape[1:]), dtype=images.dtype)
+        position = 0
+        for start, stop in contiguous_runs(rows):
+            images.read_direct(out, np.s_[start:stop], np.s_[position : position + stop - start])
+            position += stop - start
+        return out, labels[rows]
 
 
 def write_virtual_dataset(root: Path, shards: list[Shard], params: dict[str, Any]) -> dict[str, Any]:

@@ -8,7 +8,15 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
-from raydsconv.formats.base import Format, ShardReader, ShardWriter, commit_file, partial_path, shard_file_name
+from raydsconv.formats.base import (
+    Format,
+    ShardReader,
+    ShardWriter,
+    commit_file,
+    contiguous_runs,
+    partial_path,
+    shard_file_name,
+)
 from raydsconv.manifest import Manifest, ShardFile
 
 
@@ -101,6 +109,15 @@ class MemmapShardReader(ShardReader):
 
     def read(self, shard: int, row: int) -> tuple[np.ndarray, int]:
         return np.array(self.images(shard)[row]), int(self.labels(shard)[row])
+
+    def read_rows(self, shard: int, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        images = self.images(shard)
+        out = np.empty((len(rows), *images.shape[1:]), dtype=images.dtype)
+        position = 0
+        for start, stop in contiguous_runs(rows):
+            out[position : position + stop - start] = images[start:stop]
+            position += stop - start
+        return out, self.labels(shard)[rows]
 
 
 MEMMAP = Format(

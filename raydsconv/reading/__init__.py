@@ -7,7 +7,9 @@ from raydsconv.reading.dataset import (
     ParquetReader,
     ShardedDataset,
     TarReader,
+    collate,
     open_dataset,
 )
+from raydsconv.reading.sampler import ShardAwareSampler
 
-__all__ = ["HDF5Reader", "IpcReader", "MemmapReader", "ParquetReader", "ShardedDataset", "TarReader", "open_dataset"]
+__all__ = ["HDF5Reader", "IpcReader", "MemmapReader", "ParquetReader", "ShardAwareSampler", "ShardedDataset", "TarReader", "collate", "open_dataset"]

@@ -14,12 +14,16 @@ from pathlib import Path
 from typing import Any, Callable, ClassVar
 
 import numpy as np
+import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-from raydsconv.errors import ManifestError, UnsupportedFormatError
+from raydsconv.errors import InvalidArgumentError, ManifestError, UnsupportedFormatError
 from raydsconv.formats import Format, ShardReader, get_format
 from raydsconv.manifest import FORMATS_NAME, Manifest, load_manifest
+
+
+OUTPUTS = ("pil", "numpy", "tensor", "bytes")
 
 
 class ShardedDataset(Dataset):
@@ -27,8 +31,17 @@ class ShardedDataset(Dataset):
 
     Args:
         dataset_path: the dataset directory (the one holding ``manifest.json``).
-        transform: applied to the PIL image, as with torchvision's ImageFolder.
+        transform: applied to the image, as with torchvision's ImageFolder.
         target_transform: applied to the label.
+        output: what an image is: ``"pil"`` (default, as ImageFolder gives), ``"numpy"``
+            (H, W, C) uint8, ``"tensor"`` (C, H, W) uint8 ``torch.Tensor`` (ready for
+            ``torchvision.transforms.v2`` or the GPU), or ``"bytes"`` (the stored file, flexible
+            formats only, e.g. for ``torchvision.io.decode_jpeg(..., device="cuda")``).
+
+    DataLoader fetches whole batches through ``__getitems__``: for fixed-size formats the rows of
+    a batch are read shard by shard, one read per contiguous run. With ``output="numpy"`` or
+    ``"tensor"`` and no transform, pass ``collate_fn=raydsconv.collate`` to get the batch as the
+    one array it was read into, without stacking the samples again.
     """
 
     format_name: ClassVar[str | None] = None  # subclasses pin a format; None accepts any
@@ -38,10 +51,13 @@ class ShardedDataset(Dataset):
         dataset_path: str | os.PathLike,
         transform: Callable[[Any], Any] | None = None,
         target_transform: Callable[[Any], Any] | None = None,
+        *,
+        output: str = "pil",
     ):
         self.dataset_path = Path(dataset_path)
         self.transform = transform
         self.target_transform = target_transform
+        self.output = output
         self.manifest: Manifest = load_manifest(self.dataset_path)
         if self.format_name is not None and self.manifest.format != self.format_name:
             raise ManifestError(
@@ -49,6 +65,10 @@ class ShardedDataset(Dataset):
                 "use raydsconv.open_dataset() to pick the right reader"
             )
         self._format = _checked_format(self.dataset_path, self.manifest)
+        if output not in OUTPUTS or (output == "bytes" and self._format.fixed_size):
+            choices = OUTPUTS[:-1] if self._format.fixed_size else OUTPUTS
+            raise InvalidArgumentError(f"output must be one of {', '.join(choices)} for format "
+                                       f"{self._format.name!r}, got {output!r}")
         # Sample i lives in the shard whose cumulative count first exceeds i.
         self._shard_ends = np.cumsum([shard.num_samples for shard in self.manifest.shards])
         self._reader: ShardReader | None = None
@@ -87,11 +107,62 @@ class ShardedDataset(Dataset):
 
     def __getitem__(self, index: int) -> tuple[Any, Any]:
         payload, label = self._shard_reader().read(*self.locate(int(index)))
+        return self._sample(self._as_output(payload), label)
+
+    def __getitems__(self, indices: list[int]) -> list[tuple[Any, Any]]:
+        """A whole batch in one call (DataLoader uses it): rows read shard by shard, in runs."""
+        indices = np.asarray(indices, dtype=np.int64)
+        if len(indices) and not (-len(self) <= indices.min() and indices.max() < len(self)):
+            raise IndexError(f"sample indices out of range for a dataset of {len(self)} samples")
+        indices %= max(len(self), 1)
+        shards = np.searchsorted(self._shard_ends, indices, side="right")
+        rows = indices - np.concatenate([[0], self._shard_ends])[shards]
+        reader = self._shard_reader()
+        payloads: Any = [None] * len(indices)  # fixed-size formats: one (N, H, W[, C]) array
+        labels = np.empty(len(indices), dtype=np.int64)
+        for shard in np.unique(shards):
+            positions = np.flatnonzero(shards == shard)
+            positions = positions[np.argsort(rows[positions], kind="stable")]
+            read, labels[positions] = reader.read_rows(int(shard), rows[positions])
+            if isinstance(read, np.ndarray):
+                if isinstance(payloads, list):
+                    payloads = np.empty((len(indices), *read.shape[1:]), dtype=read.dtype)
+                payloads[positions] = read
+            else:
+                for position, payload in zip(positions, read):
+                    payloads[position] = payload
+        if isinstance(payloads, np.ndarray) and self.output in ("numpy", "tensor") and self.transform is None:
+            return self._stacked(payloads, labels)
+        return [self._sample(self._as_output(payload), int(label)) for payload, label in zip(payloads, labels)]
+
+    def _stacked(self, pixels: np.ndarray, labels: np.ndarray) -> "StackedSamples":
+        images: Any = torch.from_numpy(pixels)
+        if self.output == "tensor":
+            images = images.permute(0, 3, 1, 2) if images.dim() == 4 else images.unsqueeze(1)
+        else:
+            images = images.numpy()
+        targets = [int(label) if self.target_transform is None else self.target_transform(int(label)) for label in labels]
+        return StackedSamples(images, targets)
+
+    def _as_output(self, payload: Any) -> Any:
+        if self.output == "bytes":
+            return payload
         if self._format.fixed_size:
-            image: Any = Image.fromarray(payload, self.mode)
-        else:  # as torchvision's ImageFolder loads a file, without its copy when already RGB
+            pixels = payload
+            if self.output == "pil":
+                return Image.fromarray(pixels, self.mode)
+        else:  # decoded as torchvision's ImageFolder loads a file, without its copy when already RGB
             image = Image.open(io.BytesIO(payload))
             image = image.convert("RGB") if image.mode != "RGB" else image
+            if self.output == "pil":
+                return image
+            pixels = np.asarray(image)
+        if self.output == "numpy":
+            return pixels
+        tensor = torch.from_numpy(np.ascontiguousarray(pixels))
+        return tensor.permute(2, 0, 1) if tensor.dim() == 3 else tensor.unsqueeze(0)
+
+    def _sample(self, image: Any, label: int) -> tuple[Any, Any]:
         target: Any = label
         if self.transform is not None:
             image = self.transform(image)
@@ -128,6 +199,27 @@ class ShardedDataset(Dataset):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({str(self.dataset_path)!r}, format={self.manifest.format!r}, samples={len(self)})"
+
+
+class StackedSamples(list):
+    """A batch read into one array: a list of (image, label) like any batch (so the default collate
+    works), which also keeps the array so that ``raydsconv.collate`` need not stack it again."""
+
+    def __init__(self, images: Any, labels: list[Any]):
+        super().__init__(zip(images, labels))
+        self.images = images
+        self.labels = labels
+
+
+def collate(batch: list[tuple[Any, Any]]) -> Any:
+    """DataLoader ``collate_fn``: a StackedSamples batch as (images, labels) without another copy;
+    anything else as torch's ``default_collate`` does."""
+    from torch.utils.data import default_collate
+
+    if isinstance(batch, StackedSamples):
+        images = batch.images if isinstance(batch.images, torch.Tensor) else torch.from_numpy(batch.images)
+        return images, default_collate(batch.labels)
+    return default_collate(batch)
 
 
 def _checked_format(root: Path, manifest: Manifest) -> Format:
@@ -189,6 +281,7 @@ def open_dataset(
     target_transform: Callable[[Any], Any] | None = None,
     *,
     format: str | None = None,
+    output: str = "pil",
 ) -> ShardedDataset:
     """Open any dataset written by raydsconv with the reader its manifest names.
 
@@ -205,4 +298,4 @@ def open_dataset(
     if format is not None and manifest.format != format:
         raise ManifestError(f"{root} holds format {manifest.format!r}, not {format!r}")
     reader = _READERS.get(manifest.format, ShardedDataset)
-    return reader(root, transform=transform, target_transform=target_transform)
+    return reader(root, transform=transform, target_transform=target_transform, output=output)
