@@ -26,6 +26,7 @@ _EXPORTS = {
     "open_dataset": "raydsconv.reading.dataset",
     "collate": "raydsconv.reading.dataset",
     "ShardAwareSampler": "raydsconv.reading.sampler",
+    "read_ray": "raydsconv.reading.ray_iteration",
     "ShardedDataset": "raydsconv.reading.dataset",
     "MemmapReader": "raydsconv.reading.dataset",
     "HDF5Reader": "raydsconv.reading.dataset",
@@ -58,6 +59,7 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from raydsconv.errors import ConversionError, InvalidArgumentError, ManifestError, RaydsconvError
     from raydsconv.images import ImageSpec, ResizeAndConvert
     from raydsconv.manifest import Manifest
+    from raydsconv.reading.ray_iteration import read_ray
     from raydsconv.reading.sampler import ShardAwareSampler
     from raydsconv.reading.dataset import (
         HDF5Reader,

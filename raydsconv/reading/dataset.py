@@ -188,6 +188,12 @@ class ShardedDataset(Dataset):
         """Path of sample ``index``'s source file, relative to the source root."""
         return self.index().column("path")[index].as_py()
 
+    def to_ray(self, *, decode: bool = True):
+        """This dataset as a ``ray.data.Dataset`` (see ``raydsconv.read_ray``); needs Ray."""
+        from raydsconv.reading.ray_iteration import read_ray
+
+        return read_ray(self.dataset_path, decode=decode)
+
     @property
     def source_root(self) -> str | None:
         return self.manifest.source.get("root")
