@@ -1,4 +1,4 @@
-"""`raydsconv convert | info | demo`. Wrong arguments print one line and exit with code 2."""
+"""`raydsconv convert | info | bench | demo`. Wrong arguments print one line and exit with code 2."""
 
 from __future__ import annotations
 
@@ -47,6 +47,15 @@ def _parser() -> argparse.ArgumentParser:
     info.add_argument("dataset")
     info.add_argument("--json", action="store_true", help="print the description as JSON")
 
+    bench = commands.add_parser("bench", help="measure reading speed of a converted dataset on this machine")
+    bench.add_argument("dataset")
+    bench.add_argument("--format", help="which format, for the output of a several-formats conversion")
+    bench.add_argument("--batch-sizes", nargs="+", type=int, default=[64, 256])
+    bench.add_argument("--max-workers", type=int, help="largest num_workers tried (default: the CPUs available)")
+    bench.add_argument("--samples", type=int, default=2000, help="samples read per measurement (default: 2000)")
+    bench.add_argument("--plot", metavar="FILE.png", help="draw images/s against num_workers (needs matplotlib)")
+    bench.add_argument("--json", action="store_true", help="print the measurements as JSON")
+
     demo = commands.add_parser("demo", help="convert generated sample images and read them back")
     demo.add_argument("--workdir", help="where to write the sample folder and the dataset (default: a temp dir)")
     demo.add_argument("--num-images", type=int, default=300)
@@ -61,6 +70,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _convert(args)
         if args.command == "info":
             return _info(args)
+        if args.command == "bench":
+            return _bench(args)
         from raydsconv.demo import run_demo
 
         return run_demo(args.workdir, num_images=args.num_images)
@@ -97,6 +108,23 @@ def _convert(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
     )
     print(report.summary())
+    return 0
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from raydsconv import bench
+
+    if any(size <= 0 for size in args.batch_sizes) or args.samples <= 0:
+        raise InvalidArgumentError("--batch-sizes and --samples must be positive")
+    results = bench.run_bench(args.dataset, format=args.format, batch_sizes=tuple(args.batch_sizes),
+                              max_workers=args.max_workers, samples=args.samples)
+    if args.json:
+        print(json.dumps({"measurements": bench.as_dicts(results), "recommendation": bench.recommendation(results)}))
+    else:
+        print(bench.table(results))
+        print("\n" + bench.recommendation(results))
+    if args.plot:
+        print(f"plot written to {bench.plot(results, args.plot)}", file=sys.stderr)
     return 0
 
 

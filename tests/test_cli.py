@@ -109,3 +109,19 @@ def test_several_formats_in_one_run(small_folder, tmp_path):
 def test_info_on_a_folder_that_is_not_a_dataset(tmp_path, capsys):
     assert main(["info", str(tmp_path)]) == 2
     assert "no manifest" in capsys.readouterr().err
+
+
+@pytest.mark.usefixtures("ray_session")
+def test_bench_prints_a_table_a_recommendation_and_a_plot(small_folder, tmp_path):
+    from raydsconv import convert
+
+    convert(small_folder, tmp_path / "ds", shape=(8, 8), images_per_file=10, progress=False)
+    done = run_cli("bench", str(tmp_path / "ds"), "--samples", "30", "--batch-sizes", "4", "--max-workers", "1",
+                   "--json", "--plot", str(tmp_path / "curve.png"))
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads(done.stdout)
+    measured = {(m["output"], m["num_workers"], m["epoch"]) for m in result["measurements"]}
+    assert measured == {(o, w, e) for o in ("tensor", "pil") for w in (0, 1) for e in ("cold", "warm")}
+    assert all(m["images_per_second"] > 0 for m in result["measurements"])
+    assert result["recommendation"].startswith("use output=")
+    assert (tmp_path / "curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

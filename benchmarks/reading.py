@@ -1,0 +1,99 @@
+"""Reading memmap data for training: our uint8 batch path vs the predecessor's per-item PIL path vs
+the transport ceiling, and Ray Data iteration. Run by hand, alone on the machine:
+
+    .venv/bin/python benchmarks/reading.py [--images 3000] [--workdir /tmp/rdc-bench] [--repeats 3]
+
+All through DataLoader(batch_size=64, shuffle=True, num_workers=2) over the same 224x224 memmap data:
+  * raydsconv: output="tensor", collate_fn=raydsconv.collate (uint8 (N, 3, 224, 224) batches);
+  * predecessor-style: per-item PIL image + torchvision ToTensor (float), default collate;
+  * ceiling: a dataset returning one constant uint8 tensor of the same shape (pure transport);
+  * ray.data: raydsconv.read_ray(...).iter_torch_batches(batch_size=64).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+from common import imagenet_like_folder
+from torch.utils.data import DataLoader, Dataset
+from torchvision import transforms
+
+import raydsconv
+
+
+class ConstantImages(Dataset):
+    def __init__(self, length: int):
+        self.length, self.image = length, torch.zeros((3, 224, 224), dtype=torch.uint8)
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, index: int):
+        return self.image, 0
+
+
+def epoch_rate(dataset, collate_fn=None) -> float:
+    loader = DataLoader(dataset, batch_size=64, shuffle=True, num_workers=2, collate_fn=collate_fn)
+    iterator = iter(loader)
+    next(iterator)  # worker start-up is not throughput
+    started, count = time.perf_counter(), 0
+    for _, labels in iterator:
+        count += len(labels)
+    return count / (time.perf_counter() - started)
+
+
+def ray_rate(path: Path) -> float:
+    started, count = None, 0
+    for batch in raydsconv.read_ray(path).iter_torch_batches(batch_size=64):
+        if started is None:
+            started = time.perf_counter()
+            continue
+        count += len(batch["label"])
+    return count / (time.perf_counter() - started)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--images", type=int, default=3000)
+    parser.add_argument("--workdir", default="/tmp/rdc-bench")
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    workdir = Path(args.workdir)
+    source = imagenet_like_folder(workdir, args.images)
+    path = workdir / "read-memmap"
+    if not (path / "manifest.json").exists():
+        raydsconv.convert(source, path, shape=(224, 224), images_per_file=500, overwrite=True, progress=False)
+        import ray
+
+        ray.shutdown()
+    ours = raydsconv.open_dataset(path, output="tensor")
+    predecessor = raydsconv.open_dataset(path, transform=transforms.ToTensor())
+    rates: dict[str, list[float]] = {"raydsconv uint8 batches": [], "predecessor-style PIL + ToTensor": [],
+                                     "constant tensor (ceiling)": []}
+    for _ in range(args.repeats):
+        rates["raydsconv uint8 batches"].append(epoch_rate(ours, raydsconv.collate))
+        rates["predecessor-style PIL + ToTensor"].append(epoch_rate(predecessor))
+        rates["constant tensor (ceiling)"].append(epoch_rate(ConstantImages(len(ours))))
+    import ray
+
+    ray.init(include_dashboard=False, logging_level="WARNING")
+    ray.data.DataContext.get_current().enable_progress_bars = False
+    rates["ray.data iter_torch_batches"] = [ray_rate(path) for _ in range(args.repeats)]
+    ray.shutdown()
+    base = statistics.median(rates["raydsconv uint8 batches"])
+    print(f"\n{len(ours)} samples, 224x224 RGB memmap, DataLoader(batch_size=64, shuffle=True, num_workers=2)")
+    print(f"{'path':<36}{'images/s':>10}{'vs ours':>9}")
+    for name, values in rates.items():
+        print(f"{name:<36}{statistics.median(values):>10.0f}{statistics.median(values) / base:>9.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
