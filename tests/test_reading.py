@@ -73,3 +73,14 @@ def test_collate_returns_the_batch_array_without_restacking(both, output):
 def test_unknown_output_is_refused(both):
     with pytest.raises(InvalidArgumentError, match="output must be one of"):
         open_dataset(both, format="memmap", output="jpeg")
+
+
+def test_draft_decoding_is_opt_in_and_keeps_the_requested_size(tmp_path, ray_session):
+    from raydsconv.samples import write_image_folder
+
+    write_image_folder(tmp_path / "src", num_images=2, num_classes=1, sizes=((800, 600),))
+    convert(tmp_path / "src", tmp_path / "ds", format="tar", progress=False)
+    full = open_dataset(tmp_path / "ds")[0][0]
+    small = open_dataset(tmp_path / "ds", draft=(150, 200))[0][0]
+    assert full.size == (800, 600)
+    assert small.size == (200, 150)  # libjpeg's 1/4 scale: the smallest still >= 200x150
