@@ -136,7 +136,8 @@ def convert(
     if strict and listing.skipped:
         first = listing.skipped[0]
         raise ConversionError(f"{first.path}: {first.reason} (strict mode)")
-    _check_output_location(output, Path(listing.description["root"]))
+    if listing.description.get("root"):
+        _check_output_location(output, Path(listing.description["root"]))
     _prepare_output(output, overwrite, formats)
     targets = [
         Target(fmt, output / fmt.name if len(formats) > 1 else output, _params(fmt, spec, validation, options[fmt.name]))
@@ -157,6 +158,9 @@ def convert(
         images_per_file=images_per_file, batch_size=batch_size, concurrency=num_workers,
         strict=strict, progress=progress,
     )
+    if listing.labels_from_items and not listing.classes:  # no class names given: name them by index
+        top = max((int(r.labels.max()) for r in records if len(r.labels)), default=-1)
+        listing.classes = [str(i) for i in range(top + 1)]
     skipped = sorted(
         [Skipped(listing.paths[c], reason) for record in records for c, reason in record.skipped]
         + listing.skipped,
@@ -293,7 +297,7 @@ def _write_index(root: Path, listing: Listing, records: list, format_name: str) 
     columns only this format needs (e.g. byte offsets in a tar)."""
     kept = np.concatenate([r.kept for r in records]) if records else np.zeros(0, np.int64)
     columns = {
-        "label": listing.labels[kept],
+        "label": np.concatenate([r.labels for r in records]) if records else np.zeros(0, np.int64),
         "shard": np.concatenate([np.full(len(r.kept), r.shard, dtype=np.int64) for r in records]),
         "row": np.concatenate([np.arange(len(r.kept), dtype=np.int64) for r in records]),
         "path": pa.array(listing.paths, type=pa.string()).take(pa.array(kept)),

@@ -319,6 +319,47 @@ def inspect_image(data: bytes, *, validation: str = "full", max_pixels: int = DE
     return ImageInfo(width, height, source_format)
 
 
+def prepare_pil_image(image: Image.Image, spec: ImageSpec) -> PreparedImage:
+    """The fixed-size rules for an image already in memory (e.g. from a torch Dataset)."""
+    return _prepare_with_pillow(image, _orientation(image), spec)
+
+
+def as_pil_image(image: Any) -> Image.Image:
+    """A torch Dataset's image as PIL: PIL images as they are, (H, W[, C]) arrays, (C, H, W) tensors."""
+    if isinstance(image, Image.Image):
+        return image
+    if hasattr(image, "detach"):  # a torch tensor, channels first
+        array = image.detach().cpu().numpy()
+        array = array.transpose(1, 2, 0) if array.ndim == 3 else array
+        if array.dtype != np.uint8:  # float tensors, as ToTensor makes them, are 0..1
+            array = (array.clip(0, 1) * 255).round().astype(np.uint8) if array.dtype.kind == "f" else array
+    else:
+        array = np.asarray(image)
+    if array.ndim == 3 and array.shape[2] == 1:
+        array = array[:, :, 0]
+    if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[2] not in (3, 4)):
+        raise BadImage(f"not an image: array of shape {array.shape}")
+    if array.dtype != np.uint8 and array.dtype != np.uint16:
+        raise BadImage(f"not an image: array of dtype {array.dtype} (give uint8, or floats 0..1 in a tensor)")
+    return Image.fromarray(np.ascontiguousarray(array))
+
+
+def class_index(target: Any) -> int:
+    """A classification target as an int label; anything else is not a class index."""
+    if hasattr(target, "item") and getattr(target, "ndim", 0) == 0:
+        target = target.item()
+    if isinstance(target, (bool, float)) or not isinstance(target, (int, np.integer)) or target < 0:
+        raise BadImage(f"target {target!r} is not a class index (a non-negative int)")
+    return int(target)
+
+
+def encode_png(image: Image.Image) -> bytes:
+    """Lossless bytes for an image that has no file of its own."""
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG", compress_level=1)
+    return buffer.getvalue()
+
+
 class ResizeAndConvert:
     """A torchvision-style transform: PIL image in, PIL image of ``size=(height, width)`` and ``mode`` out.
 

@@ -18,9 +18,20 @@ from typing import Any, Iterable
 import numpy as np
 import pyarrow as pa
 
-from raydsconv.errors import ConversionError, RaydsconvError
+from raydsconv.errors import ConversionError, InvalidArgumentError, RaydsconvError
 from raydsconv.formats import Format
-from raydsconv.images import DEFAULT_MAX_PIXELS, BadImage, ImageInfo, ImageSpec, inspect_image, prepare_image
+from raydsconv.images import (
+    DEFAULT_MAX_PIXELS,
+    BadImage,
+    ImageInfo,
+    ImageSpec,
+    as_pil_image,
+    class_index,
+    encode_png,
+    inspect_image,
+    prepare_image,
+    prepare_pil_image,
+)
 from raydsconv.manifest import ShardFile
 from raydsconv.sources import Listing
 
@@ -34,6 +45,7 @@ class ShardRecord:
     shard: int
     files: dict[str, dict[str, ShardFile]]  # format -> role -> file
     kept: np.ndarray  # candidate numbers of the stored samples, in row order
+    labels: np.ndarray  # their labels (from the listing, or from the items of an in-memory source)
     width: np.ndarray
     height: np.ndarray
     source_format: list[str]
@@ -63,9 +75,11 @@ class Preparation:
 
 def prepare_batch(batch: dict[str, np.ndarray], *, loader: Any, preparation: Preparation) -> dict[str, np.ndarray]:
     """Read and prepare a batch of candidates. Bad inputs are marked (ok=False, reason), not raised."""
+    loader = _shipped(loader)
     spec = preparation.spec
     count = len(batch["path"])
     columns: dict[str, np.ndarray] = {
+        "label": np.array(batch["label"], dtype=np.int64),
         "ok": np.zeros(count, dtype=bool),
         "reason": np.full(count, "", dtype=object),
         "width": np.zeros(count, dtype=np.int32),
@@ -77,14 +91,23 @@ def prepare_batch(batch: dict[str, np.ndarray], *, loader: Any, preparation: Pre
         columns["image"] = np.zeros((count, *spec.array_shape), dtype=np.uint8)
     if preparation.keep_bytes:
         columns["data"] = np.full(count, b"", dtype=object)
-    for i, path in enumerate(batch["path"]):
+    for i in range(count):
         try:
-            data = _read(loader, path)
-            if spec is not None:
+            item = _read(loader, {key: values[i] for key, values in batch.items()})
+            if isinstance(item, tuple):  # an in-memory (image, target) from a torch Dataset
+                image, columns["label"][i] = as_pil_image(item[0]), class_index(item[1])
+                data = encode_png(image) if preparation.keep_bytes else b""
+                if spec is not None:
+                    prepared = prepare_pil_image(image, spec)
+                    columns["image"][i] = prepared.pixels
+                info = ImageInfo(image.width, image.height, "PNG")
+            elif spec is not None:
+                data = item
                 prepared = prepare_image(data, spec)
                 columns["image"][i] = prepared.pixels
                 info = ImageInfo(prepared.width, prepared.height, prepared.source_format)
             else:
+                data = item
                 info = inspect_image(data, validation=preparation.validation, max_pixels=preparation.max_pixels)
         except BadImage as bad:
             columns["reason"][i] = bad.reason
@@ -97,12 +120,27 @@ def prepare_batch(batch: dict[str, np.ndarray], *, loader: Any, preparation: Pre
         columns["ok"][i] = True
         columns["width"][i], columns["height"][i] = info.width, info.height
         columns["source_format"][i], columns["extension"][i] = info.source_format, info.extension
-    return {key: batch[key] for key in ("candidate", "path", "label", "shard")} | columns
+    return {key: batch[key] for key in ("candidate", "path", "shard")} | columns
 
 
-def _read(loader: Any, path: str) -> bytes:
+_SHIPPED: dict[Any, Any] = {}
+
+
+def _shipped(loader: Any) -> Any:
+    """The loader itself, or the one behind an ObjectRef: fetched once per worker process."""
+    import ray
+
+    if not isinstance(loader, ray.ObjectRef):
+        return loader
+    if loader not in _SHIPPED:
+        _SHIPPED.clear()  # one conversion at a time: drop the previous source
+        _SHIPPED[loader] = ray.get(loader)
+    return _SHIPPED[loader]
+
+
+def _read(loader: Any, row: dict[str, Any]) -> Any:
     try:
-        return loader.read(path)
+        return loader.read(row)
     except OSError as error:
         raise BadImage(f"cannot read file: {error.strerror or error}") from None
 
@@ -113,6 +151,7 @@ class _ShardInProgress:
         self.strict = strict
         self.writers = {t.format.name: t.format.writer(t.root, shard, t.params, classes) for t in targets}
         self.kept: list[np.ndarray] = []
+        self.labels: list[np.ndarray] = []
         self.width: list[np.ndarray] = []
         self.height: list[np.ndarray] = []
         self.source_format: list[str] = []
@@ -132,6 +171,7 @@ class _ShardInProgress:
         for writer in self.writers.values():
             writer.add(batch)
         self.kept.append(batch["candidate"].astype(np.int64))
+        self.labels.append(batch["label"].astype(np.int64))
         self.width.append(batch["width"])
         self.height.append(batch["height"])
         self.source_format.extend(str(f) for f in batch["source_format"])
@@ -146,6 +186,7 @@ class _ShardInProgress:
             shard=self.shard,
             files=files,
             kept=joined(self.kept, np.int64),
+            labels=joined(self.labels, np.int64),
             width=joined(self.width, np.int32),
             height=joined(self.height, np.int32),
             source_format=self.source_format,
@@ -214,6 +255,7 @@ def sample_table(listing: Listing, images_per_file: int) -> pa.Table:
             "path": pa.array(listing.paths, type=pa.string()),
             "label": listing.labels,
             "shard": candidate // images_per_file,
+            **listing.columns,
         }
     )
 
@@ -237,11 +279,19 @@ def run_pipeline(
     num_shards = -(-len(listing) // images_per_file)
     blocks = [table.slice(shard * images_per_file, images_per_file) for shard in range(num_shards)]
     compute = ray.data.TaskPoolStrategy(size=concurrency)
+    try:  # shipped once through the object store, not with every task
+        ray.cloudpickle.dumps(listing.loader)
+        loader = ray.put(listing.loader)
+    except Exception as error:
+        raise InvalidArgumentError(
+            f"the source cannot be sent to Ray workers ({type(error).__name__}: {error}); make it picklable "
+            "(e.g. no open file handles, locks or lambdas holding local state)"
+        ) from None
     with _data_context(progress):
         dataset = ray.data.from_arrow(blocks)
     dataset = dataset.map_batches(
         prepare_batch,
-        fn_kwargs={"loader": listing.loader, "preparation": preparation},
+        fn_kwargs={"loader": loader, "preparation": preparation},
         batch_size=batch_size,
         batch_format="numpy",
         compute=compute,

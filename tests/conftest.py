@@ -24,12 +24,14 @@ def ray_session():
     import ray
 
     temp_dir = tempfile.mkdtemp(prefix="rdc-ray-")  # short: Ray's socket paths have a length limit
+    tests = str(Path(__file__).parent)  # workers unpickle datasets defined in test modules
     ray.init(
         num_cpus=2,
         object_store_memory=1 << 30,
         include_dashboard=False,
         _temp_dir=temp_dir,
         logging_level="WARNING",
+        runtime_env={"env_vars": {"PYTHONPATH": os.pathsep.join(filter(None, [tests, os.environ.get("PYTHONPATH")]))}},
     )
     ray.data.DataContext.get_current().enable_progress_bars = False
     yield ray

@@ -17,7 +17,8 @@ IMAGE_TYPE = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
 def sample_schema(classes: list[str]) -> pa.Schema:
     features = {
         "image": {"_type": "Image"},
-        "label": {"_type": "ClassLabel", "names": list(classes)},
+        # Class names unknown while writing (a torch Dataset without them): a plain integer.
+        "label": {"_type": "ClassLabel", "names": list(classes)} if classes else {"dtype": "int64", "_type": "Value"},
         "path": {"dtype": "string", "_type": "Value"},
         "width": {"dtype": "int32", "_type": "Value"},
         "height": {"dtype": "int32", "_type": "Value"},

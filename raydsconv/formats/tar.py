@@ -53,7 +53,8 @@ class TarShardWriter(ShardWriter):
             self.offsets.append(self._add_member(f"{key}.{batch['extension'][i]}", data))
             self.sizes.append(len(data))
             self._add_member(f"{key}.cls", str(label).encode())
-            description = {"path": str(batch["path"][i]), "class": self.classes[label], "label": label,
+            name = self.classes[label] if label < len(self.classes) else str(label)
+            description = {"path": str(batch["path"][i]), "class": name, "label": label,
                            "width": int(batch["width"][i]), "height": int(batch["height"][i])}
             self._add_member(f"{key}.json", json.dumps(description).encode())
 

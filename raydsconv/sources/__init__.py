@@ -12,7 +12,7 @@ from raydsconv.sources.listing import Listing, Skipped
 
 
 def list_source(source: Any) -> Listing:
-    """Dispatch on what the user passed: today an image folder (one sub-folder per class)."""
+    """Dispatch on what the user passed: an image folder (one sub-folder per class) or a torch Dataset."""
     if isinstance(source, (str, os.PathLike)):
         path = Path(source)
         if not path.exists():
@@ -24,7 +24,13 @@ def list_source(source: Any) -> Listing:
         raise InvalidArgumentError(
             f"source {str(path)!r} is a file; give an image folder with one sub-folder per class"
         )
-    raise InvalidArgumentError(f"unsupported source {source!r}; give the path of an image folder")
+    if hasattr(source, "__getitem__") and hasattr(source, "__len__"):
+        from raydsconv.sources.torch_dataset import list_torch_dataset
+
+        return list_torch_dataset(source)
+    raise InvalidArgumentError(
+        f"unsupported source {type(source).__name__}; give the path of an image folder or a map-style torch Dataset"
+    )
 
 
 __all__ = ["Listing", "Skipped", "list_source"]

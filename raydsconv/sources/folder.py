@@ -23,8 +23,8 @@ from raydsconv.sources.listing import Listing, Skipped
 class FolderLoader:
     root: str
 
-    def read(self, path: str) -> bytes:
-        with open(os.path.join(self.root, path), "rb") as file:
+    def read(self, row: dict) -> bytes:
+        with open(os.path.join(self.root, row["path"]), "rb") as file:
             return file.read()
 
 

@@ -20,9 +20,11 @@ class Skipped:
 
 
 class Loader(Protocol):
-    """Reads a candidate's encoded bytes inside a worker; must be picklable and cheap to ship."""
+    """Reads one candidate inside a worker. ``row`` holds the candidate's ``path`` and the listing's
+    ``columns``. Returns the encoded file bytes, or for in-memory sources an ``(image, target)``
+    pair (image: PIL image, HxW[xC] array or CxHxW tensor). Shipped to each worker once."""
 
-    def read(self, path: str) -> bytes: ...
+    def read(self, row: dict[str, Any]) -> Any: ...
 
 
 @dataclass
@@ -35,6 +37,8 @@ class Listing:
     loader: Loader
     description: dict[str, Any]  # recorded in the manifest as the source
     skipped: list[Skipped] = field(default_factory=list)  # found while listing (not regular files)
+    columns: dict[str, np.ndarray] = field(default_factory=dict)  # per-candidate extras for the loader
+    labels_from_items: bool = False  # labels are only known once a worker reads the item
 
     def __post_init__(self) -> None:
         self.labels = np.asarray(self.labels, dtype=np.int64)
