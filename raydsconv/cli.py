@@ -24,7 +24,7 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_OneLineParser)
 
     convert = commands.add_parser("convert", help="convert an image folder into a sharded dataset")
-    convert.add_argument("source", help="image folder with one sub-folder per class")
+    convert.add_argument("source", help="image folder with one sub-folder per class, or an (uncompressed) tar of one")
     convert.add_argument("output", help="dataset directory to create")
     convert.add_argument("--format", default="memmap",
                          help="output format(s): memmap, hdf5, parquet, ipc, tar; several as memmap,parquet")
@@ -40,6 +40,7 @@ def _parser() -> argparse.ArgumentParser:
     convert.add_argument("--draft", action="store_true", help="reduced-scale JPEG decoding (faster, approximate)")
     convert.add_argument("--validate", default="full", choices=["full", "header"],
                          help="flexible formats: decode every image (full, default) or check headers only")
+    convert.add_argument("--root-in-archive", help="tar source: the folder inside the archive holding the classes")
     convert.add_argument("--hdf5-compression", choices=["gzip", "lzf"], help="compress hdf5 shards")
     convert.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
@@ -104,6 +105,7 @@ def _convert(args: argparse.Namespace) -> int:
         strict=args.strict,
         draft=args.draft,
         validation=args.validate,
+        root_in_archive=args.root_in_archive,
         format_options={"hdf5": {"compression": args.hdf5_compression}} if args.hdf5_compression else None,
         progress=not args.no_progress,
     )

@@ -84,13 +84,16 @@ def convert(
     pad_value: int = 0,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     validation: str = "full",
+    root_in_archive: str | None = None,
     format_options: dict[str, dict[str, Any]] | None = None,
     progress: bool = True,
 ) -> ConversionReport:
     """Convert an image folder into a sharded dataset at ``output``.
 
     Args:
-        source: an ImageNet-style folder (one sub-folder per class).
+        source: an ImageNet-style folder (one sub-folder per class), an uncompressed tar of one
+            (or of one tar per class, as ImageNet's training archive), or a map-style torch Dataset
+            of (image, target) items.
         output: the dataset directory to create; must be empty unless ``overwrite``.
         format: the output format (``raydsconv.formats.FORMATS`` lists them), or several
             (a list, or "memmap,parquet"): one read of the source writes each into ``output/<format>``.
@@ -107,6 +110,7 @@ def convert(
         background: RGB colour that transparent pixels are composited over.
         pad_value: fill value of the letterbox for ``resize="pad"``.
         max_pixels: larger images are skipped (decompression-bomb guard).
+        root_in_archive: for a tar source, the folder inside the archive that holds the classes.
         validation: how flexible-size formats check the bytes they keep: ``"full"`` decodes
             (catches truncated files), ``"header"`` only parses the header (much faster).
         format_options: per format, e.g. ``{"hdf5": {"compression": "gzip"},
@@ -132,7 +136,7 @@ def convert(
     ) if fixed else None
     options = _format_options(formats, format_options or {})
     output = Path(output).absolute()
-    listing = list_source(source)
+    listing = list_source(source, root_in_archive=root_in_archive)
     if strict and listing.skipped:
         first = listing.skipped[0]
         raise ConversionError(f"{first.path}: {first.reason} (strict mode)")

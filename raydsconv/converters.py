@@ -15,7 +15,6 @@ import os
 from typing import Any, ClassVar
 
 from raydsconv.conversion import ConversionReport, convert
-from raydsconv.errors import InvalidArgumentError
 
 
 class ConverterFixedSize:
@@ -35,8 +34,6 @@ class ConverterFixedSize:
         root_in_archive: str | None = None,
         **options: Any,
     ):
-        if root_in_archive is not None:
-            raise InvalidArgumentError("root_in_archive needs tar-archive input, which this version does not read yet")
         self.input_data = input_data
         self.output_path = output_path
         self.images_per_file = images_per_file
@@ -44,7 +41,7 @@ class ConverterFixedSize:
         self.num_workers = num_workers
         self.shape = shape
         self.im_mode = im_mode
-        self.options = options
+        self.options = {**options, "root_in_archive": root_in_archive}
 
     def convert(self) -> ConversionReport:
         return convert(
@@ -75,14 +72,12 @@ class ConverterFlexibleSize:
         root_in_archive: str | None = None,
         **options: Any,
     ):
-        if root_in_archive is not None:
-            raise InvalidArgumentError("root_in_archive needs tar-archive input, which this version does not read yet")
         self.input_data = input_data
         self.output_path = output_path
         self.images_per_file = images_per_file
         self.batch_size = batch_size
         self.num_workers = num_workers
-        self.options = options
+        self.options = {**options, "root_in_archive": root_in_archive}
 
     def convert(self) -> ConversionReport:
         return convert(

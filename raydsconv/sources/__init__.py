@@ -4,6 +4,7 @@ hands the pipeline a picklable loader that reads one candidate's bytes inside a 
 from __future__ import annotations
 
 import os
+import tarfile
 from pathlib import Path
 from typing import Any
 
@@ -11,8 +12,9 @@ from raydsconv.errors import InvalidArgumentError
 from raydsconv.sources.listing import Listing, Skipped
 
 
-def list_source(source: Any) -> Listing:
-    """Dispatch on what the user passed: an image folder (one sub-folder per class) or a torch Dataset."""
+def list_source(source: Any, *, root_in_archive: str | None = None) -> Listing:
+    """Dispatch on what the user passed: an image folder (one sub-folder per class), a tar archive of
+    one (``root_in_archive`` picks a folder inside it), or a torch Dataset."""
     if isinstance(source, (str, os.PathLike)):
         path = Path(source)
         if not path.exists():
@@ -21,8 +23,13 @@ def list_source(source: Any) -> Listing:
             from raydsconv.sources.folder import list_image_folder
 
             return list_image_folder(path)
+        if tarfile.is_tarfile(path):
+            from raydsconv.sources.archive import list_tar_archive
+
+            return list_tar_archive(path, root_in_archive)
         raise InvalidArgumentError(
-            f"source {str(path)!r} is a file; give an image folder with one sub-folder per class"
+            f"source {str(path)!r} is a file but not a tar archive; give an image folder with one sub-folder "
+            "per class, or a tar of one"
         )
     if hasattr(source, "__getitem__") and hasattr(source, "__len__"):
         from raydsconv.sources.torch_dataset import list_torch_dataset
