@@ -1,0 +1,69 @@
+"""Converting from ImageNet's archive layout (a tar of per-class tars) vs from the extracted folder.
+
+    .venv/bin/python benchmarks/archive_input.py [--images 3000] [--workdir /tmp/rdc-bench] [--repeats 3]
+
+Same run, same images, medians of --repeats, Ray start-up excluded: memmap 224x224 (decode-bound)
+and parquet (full validation, I/O-bound), from the folder and from the archive.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import os
+import statistics
+import sys
+import tarfile
+from pathlib import Path
+
+from common import imagenet_like_folder
+
+import raydsconv
+
+
+def tar_of_tars(source: Path, archive: Path) -> Path:
+    if archive.exists():
+        return archive
+    partial = archive.with_suffix(".partial")
+    with tarfile.open(partial, "w") as outer:
+        for class_dir in sorted(p for p in source.iterdir() if p.is_dir()):
+            inner = io.BytesIO()
+            with tarfile.open(fileobj=inner, mode="w") as tar:
+                for image in sorted(class_dir.iterdir()):
+                    tar.add(image, arcname=image.name)
+            info = tarfile.TarInfo(f"{class_dir.name}.tar")
+            info.size = inner.tell()
+            outer.addfile(info, io.BytesIO(inner.getvalue()))
+    partial.rename(archive)
+    return archive
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--images", type=int, default=3000)
+    parser.add_argument("--workdir", default="/tmp/rdc-bench")
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    workdir = Path(args.workdir)
+    folder = imagenet_like_folder(workdir, args.images)
+    archive = tar_of_tars(folder, workdir / f"imagenet-like-{args.images}.tar")
+    from raydsconv.cluster import ensure_ray
+
+    ensure_ray()
+    runs = {(fmt, name): [] for fmt in ("memmap", "parquet") for name in ("folder", "tar of tars")}
+    options = {"shape": (224, 224), "images_per_file": 500, "overwrite": True, "progress": False}
+    raydsconv.convert(folder, workdir / "arch-warm", **options)
+    for _ in range(args.repeats):
+        for (fmt, name), rates in runs.items():
+            source = folder if name == "folder" else archive
+            rates.append(raydsconv.convert(source, workdir / f"arch-{fmt}", format=fmt, **options).images_per_second)
+    print(f"\n{args.images} JPEGs; images/s, medians of {args.repeats}")
+    for fmt in ("memmap", "parquet"):
+        from_folder, from_tar = (statistics.median(runs[(fmt, n)]) for n in ("folder", "tar of tars"))
+        print(f"{fmt:<8} folder {from_folder:>6.0f}   tar of tars {from_tar:>6.0f}   ratio {from_tar / from_folder:.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
