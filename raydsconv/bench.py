@@ -73,9 +73,10 @@ def run_bench(path: str | os.PathLike, *, format: str | None = None, batch_sizes
     workers = range(0, (max_workers if max_workers is not None else available_cpus()) + 1)
     results = []
     for output in outputs:
-        dataset = open_dataset(path, format=format, output=output)
         for batch_size in batch_sizes:
             for num_workers in workers:
+                # A fresh reader each time: pages still mapped by an earlier one cannot be evicted.
+                dataset = open_dataset(path, format=format, output=output)
                 for epoch in ("cold", "warm"):
                     if epoch == "cold":
                         evict_from_page_cache(dataset)
@@ -87,6 +88,8 @@ def run_bench(path: str | os.PathLike, *, format: str | None = None, batch_sizes
 
 def recommendation(results: list[Measurement]) -> str:
     warm = [m for m in results if m.epoch == "warm" and m.images_per_second == m.images_per_second]  # not NaN
+    if not warm:
+        return "not enough samples to measure: use a larger dataset or smaller --batch-sizes"
     best = max(warm, key=lambda m: m.images_per_second)
     # The fewest workers within 10% of the best leave CPUs to the training loop.
     good = min((m for m in warm if m.output == best.output and m.batch_size == best.batch_size

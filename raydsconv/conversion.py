@@ -156,7 +156,8 @@ def convert(
     ray_seconds = ensure_ray(address, num_cpus=num_workers)
     started = time.perf_counter()
     preparation = Preparation(spec, keep_bytes=any(not fmt.fixed_size for fmt in formats),
-                              validation=validation, max_pixels=max_pixels)
+                              validation=validation, max_pixels=max_pixels,
+                              num_classes=len(listing.classes) if listing.labels_from_items and listing.classes else None)
     records = run_pipeline(
         listing, targets, preparation,
         images_per_file=images_per_file, batch_size=batch_size, concurrency=num_workers,
@@ -280,11 +281,9 @@ def _prepare_output(output: Path, overwrite: bool, formats: list[Format]) -> Non
 
 
 def _holds_only_our_files(output: Path) -> bool:
-    """A finished dataset, or what an interrupted conversion left behind (of any format)."""
-    if (output / MANIFEST_NAME).is_file() or (output / FORMATS_NAME).is_file():
-        return True
+    """A dataset, or what an interrupted conversion left behind (of any format), and nothing else."""
     patterns = [fmt.file_pattern for fmt in FORMATS.values()]
-    ours = re.compile(rf"({'|'.join(patterns)}|\.?{re.escape(INDEX_NAME)}(\.partial)?|\.manifest-.*|{MANIFEST_NAME})")
+    ours = re.compile(rf"({'|'.join(patterns)}|\.?{re.escape(INDEX_NAME)}(\.partial)?|\.manifest-.*|{re.escape(MANIFEST_NAME)}|{re.escape(FORMATS_NAME)})")
 
     def only_ours(folder: Path) -> bool:
         return all(

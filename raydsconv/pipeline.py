@@ -71,6 +71,7 @@ class Preparation:
     keep_bytes: bool
     validation: str = "full"
     max_pixels: int = DEFAULT_MAX_PIXELS
+    num_classes: int | None = None  # in-memory sources that name their classes: labels must be below
 
 
 def prepare_batch(batch: dict[str, np.ndarray], *, loader: Any, preparation: Preparation) -> dict[str, np.ndarray]:
@@ -96,6 +97,9 @@ def prepare_batch(batch: dict[str, np.ndarray], *, loader: Any, preparation: Pre
             item = _read(loader, {key: values[i] for key, values in batch.items()})
             if isinstance(item, tuple):  # an in-memory (image, target) from a torch Dataset
                 image, columns["label"][i] = as_pil_image(item[0]), class_index(item[1])
+                if preparation.num_classes is not None and columns["label"][i] >= preparation.num_classes:
+                    raise BadImage(f"target {columns['label'][i]} is not one of the dataset's "
+                                   f"{preparation.num_classes} classes")
                 data = encode_png(image) if preparation.keep_bytes else b""
                 if spec is not None:
                     prepared = prepare_pil_image(image, spec)
@@ -149,7 +153,13 @@ class _ShardInProgress:
     def __init__(self, shard: int, targets: list[Target], classes: list[str], strict: bool):
         self.shard = shard
         self.strict = strict
-        self.writers = {t.format.name: t.format.writer(t.root, shard, t.params, classes) for t in targets}
+        self.writers: dict[str, Any] = {}
+        try:
+            for target in targets:
+                self.writers[target.format.name] = target.format.writer(target.root, shard, target.params, classes)
+        except BaseException:
+            self.abort()  # the writers made so far leave no temporary files
+            raise
         self.kept: list[np.ndarray] = []
         self.labels: list[np.ndarray] = []
         self.width: list[np.ndarray] = []
@@ -226,10 +236,12 @@ def _make_sink(targets: list[Target], classes: list[str], strict: bool):
                         if current is None or current.shard != shard:
                             if current is not None:
                                 records.append(current.finish())
+                                current = None
                             current = _ShardInProgress(shard, targets, classes, strict)
                         current.add({key: value[start:stop] for key, value in batch.items()})
                 if current is not None:
                     records.append(current.finish())
+                    current = None
                 for record in records:
                     record.node = node
             except BaseException:

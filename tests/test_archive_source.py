@@ -91,3 +91,16 @@ def test_hostile_and_broken_archives_are_refused(tmp_path, small_folder):
         tar.add(small_folder / "class_0", arcname="class_0")
     with pytest.raises(InvalidArgumentError, match="not an uncompressed tar"):
         convert(gz, tmp_path / "out3", shape=(8, 8), progress=False)
+
+
+def test_a_damaged_class_archive_is_refused(tar_of_tars, tmp_path):
+    with tarfile.open(tar_of_tars) as outer:
+        members = [(info, outer.extractfile(info).read()) for info in outer]
+    broken = tmp_path / "broken.tar"
+    with tarfile.open(broken, "w") as tar:
+        for info, data in members:
+            data = data[: 512 * 3 + 100] if info.name == "class_1.tar" else data
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    with pytest.raises(InvalidArgumentError, match="class archive class_1.tar is truncated or corrupt"):
+        list_tar_archive(broken)

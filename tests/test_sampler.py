@@ -120,3 +120,14 @@ def test_two_process_ddp_reads_disjoint_parts(dataset_path, tmp_path):
     assert len(first & second) <= len(dataset) % 2  # only the padding sample may repeat
     for part in parts:
         assert part["labels"] == [dataset[i][1] for i in part["indices"]]
+
+
+def test_state_saved_at_the_end_of_an_epoch_resumes_with_the_next_epoch():
+    sampler = ShardAwareSampler(shard_sizes=[4, 4], num_replicas=2, rank=0, seed=2)
+    list(sampler)
+    state = sampler.state_dict()
+    resumed = ShardAwareSampler(shard_sizes=[4, 4], num_replicas=2, rank=0, seed=2)
+    resumed.load_state_dict(state)
+    resumed.set_epoch(state["epoch"] + 1)
+    sampler.set_epoch(state["epoch"] + 1)
+    assert list(resumed) == list(sampler) and len(list(resumed)) == 4

@@ -102,11 +102,14 @@ def test_bad_items_are_skipped_with_a_reason(tmp_path):
                 return "not an image", 0
             if index == 5:
                 return self.images[index], "label"
+            if index == 7:
+                return self.images[index], 2  # the dataset names only 2 classes
             return super().__getitem__(index)
 
     report = convert(Mixed(), tmp_path / "ds", shape=(12, 16), progress=False)
-    assert {s.path for s in report.skipped} == {"2", "5"}
-    assert report.num_samples == 7
+    assert {s.path for s in report.skipped} == {"2", "5", "7"}
+    assert "not one of the dataset's 2 classes" in {s.path: s.reason for s in report.skipped}["7"]
+    assert report.num_samples == 6
 
 
 def test_unpicklable_datasets_get_a_clear_error(tmp_path):

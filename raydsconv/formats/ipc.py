@@ -38,17 +38,24 @@ class IpcShardWriter(ShardWriter):
         self.pending.append(batch_to_table(batch, self.schema))
         self.pending_rows += len(batch["label"])
         if self.pending_rows >= self.params["batch_rows"]:
-            self._flush()
+            self._flush(final=False)
 
-    def _flush(self) -> None:
-        if self.pending_rows:
-            table = pa.concat_tables(self.pending).combine_chunks()
-            for record_batch in table.to_batches(max_chunksize=self.params["batch_rows"]):
+    def _flush(self, final: bool) -> None:
+        """Write whole ``batch_rows`` batches (and, at the end, the rest): the layout depends on
+        the row count alone, not on how rows arrived."""
+        rows = self.params["batch_rows"]
+        table = pa.concat_tables(self.pending) if self.pending else None
+        start = 0
+        while table is not None and (table.num_rows - start >= rows or (final and start < table.num_rows)):
+            chunk = table.slice(start, rows).combine_chunks()
+            for record_batch in chunk.to_batches(max_chunksize=rows):
                 self.writer.write_batch(record_batch)
-        self.pending, self.pending_rows = [], 0
+            start += chunk.num_rows
+        self.pending = [table.slice(start)] if table is not None and start < table.num_rows else []
+        self.pending_rows = table.num_rows - start if table is not None else 0
 
     def close(self) -> dict[str, ShardFile]:
-        self._flush()
+        self._flush(final=True)
         self.writer.close()
         return {"samples": commit_file(self.temporary, self.final, self.root)}
 

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from raydsconv.errors import InvalidArgumentError
@@ -34,11 +35,23 @@ class ParquetShardWriter(ShardWriter):
         # Images are already compressed: page compression would cost time and save nothing.
         self.writer = pq.ParquetWriter(self.temporary, self.schema, compression="none",
                                        use_dictionary=["path", "source_format"])
+        self.pending: list[pa.Table] = []
+        self.pending_rows = 0
 
     def add(self, batch: dict[str, np.ndarray]) -> None:
-        self.writer.write_table(batch_to_table(batch, self.schema), row_group_size=self.params["row_group_size"])
+        # Row groups are cut by row count alone, so the file does not depend on how rows arrive.
+        self.pending.append(batch_to_table(batch, self.schema))
+        self.pending_rows += len(batch["label"])
+        size = self.params["row_group_size"]
+        if self.pending_rows >= size:
+            table = pa.concat_tables(self.pending)
+            full = self.pending_rows // size * size
+            self.writer.write_table(table.slice(0, full), row_group_size=size)
+            self.pending, self.pending_rows = [table.slice(full)], self.pending_rows - full
 
     def close(self) -> dict[str, ShardFile]:
+        if self.pending_rows:
+            self.writer.write_table(pa.concat_tables(self.pending), row_group_size=self.params["row_group_size"])
         self.writer.close()
         return {"samples": commit_file(self.temporary, self.final, self.root)}
 

@@ -106,6 +106,7 @@ class ShardedDataset(Dataset):
 
     def _shard_reader(self) -> ShardReader:
         if self._reader is None or self._reader_pid != os.getpid():
+            _allow_open_shards(len(self.manifest.shards))
             self._reader = self._format.reader(self.dataset_path, self.manifest)
             self._reader_pid = os.getpid()
         return self._reader
@@ -212,6 +213,21 @@ class ShardedDataset(Dataset):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({str(self.dataset_path)!r}, format={self.manifest.format!r}, samples={len(self)})"
+
+
+def _allow_open_shards(count: int) -> None:
+    """Readers keep every shard they touched open (a memory map or handle each); a shuffled epoch
+    over ImageNet's ~1300 shards passes the usual soft limit of 1024 descriptors, so raise the soft
+    limit towards the hard one when needed."""
+    try:
+        import resource
+
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        wanted = count * 2 + 256
+        if soft != resource.RLIM_INFINITY and soft < wanted:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted if hard == resource.RLIM_INFINITY else min(wanted, hard), hard))
+    except (ImportError, ValueError, OSError):  # not on POSIX, or not allowed: keep the limit
+        pass
 
 
 class StackedSamples(list):

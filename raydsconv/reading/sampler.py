@@ -99,6 +99,8 @@ class ShardAwareSampler(Sampler[int]):
         return self.num_samples - self._resume_at
 
     def set_epoch(self, epoch: int) -> None:
+        if epoch != self.epoch:  # a resumed position belongs to the epoch it was saved in
+            self._resume_at = self._yielded = 0
         self.epoch = epoch
 
     def state_dict(self, consumed: int | None = None) -> dict[str, Any]:

@@ -129,6 +129,8 @@ def _members(file, path: Path):
             raise InvalidArgumentError(f"{path}: the archive is truncated or corrupt ({error})") from None
         if info is None:
             break
+        if info.size < 0 or archive.offset <= info.offset:  # tarfile accepts negative sizes
+            raise InvalidArgumentError(f"{path}: the archive is corrupt (member {info.name!r} has a bad size)")
         archive.members.clear()
         yield info, 0
     # tarfile takes a cut-off header for the end of the archive: past the last member, a whole
@@ -159,6 +161,8 @@ def _nested_members(file, outer: tarfile.TarInfo, class_name: str, path: Path) -
     try:
         inner = tarfile.open(fileobj=window, mode="r:")
         for info in inner:
+            if info.size < 0 or inner.offset <= info.offset:
+                raise InvalidArgumentError(f"{path}: class archive {outer.name} is corrupt (bad member size)")
             member = PurePosixPath(info.name)
             if member.is_absolute() or ".." in member.parts:
                 raise InvalidArgumentError(f"{path}: member {outer.name}/{info.name} has an absolute or '..' path")
@@ -167,6 +171,9 @@ def _nested_members(file, outer: tarfile.TarInfo, class_name: str, path: Path) -
             if info.isfile() and not member.name.startswith("."):
                 directory = "/".join((class_name, *member.parts[:-1]))
                 members.append(_Member(class_name, directory, member.name, outer.offset_data + info.offset_data, info.size))
+        window.seek(inner.offset)
+        if window.read().strip(b"\0"):  # a cut-off header reads as the end: only padding may follow
+            raise InvalidArgumentError(f"{path}: class archive {outer.name} is truncated or corrupt")
     except tarfile.TarError as error:
         raise InvalidArgumentError(f"{path}: class archive {outer.name} is truncated or corrupt ({error})") from None
     return members
