@@ -28,3 +28,15 @@ def test_two_node_cluster_output_is_byte_identical_to_embedded(small_folder, tmp
     assert result["cluster_nodes"] == 2
     assert result["nodes"] == 2, "both nodes should have written shards"
     assert tree_digest(tmp_path / "cluster") == tree_digest(tmp_path / "embedded")
+
+
+@pytest.mark.usefixtures("ray_session")
+def test_one_cpu_embedded_output_is_byte_identical_to_two_cpus(small_folder, tmp_path):
+    convert(small_folder, tmp_path / "two", shape=(16, 16), images_per_file=2, progress=False)  # 2-CPU session
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "PYTHONPATH": str(HERE.parent)}
+    env.pop("RAY_ADDRESS", None)
+    done = subprocess.run([sys.executable, str(HERE / "multinode_convert.py"), str(small_folder),
+                           str(tmp_path / "one"), "single"], capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert json.loads(done.stdout.strip().splitlines()[-1])["cpus"] == 1
+    assert tree_digest(tmp_path / "one") == tree_digest(tmp_path / "two")
