@@ -1,12 +1,12 @@
 """The predecessor's (hpc_pytorch_loader) converter classes, kept so its users can switch.
 
-A new format is added by writing its ShardWriter/ShardReader and registering it in
-``raydsconv.formats.FORMATS``; a converter class for it is one subclass naming the format.
-
 ``MemmapConverter(input_data, output_path, images_per_file, batch_size, num_workers, shape,
 im_mode).convert()`` runs the Ray pipeline: ``batch_size`` is the number of images prepared per
 call inside a task (any value; it need not divide ``images_per_file``), ``num_workers`` caps the
-number of concurrent tasks.
+number of concurrent tasks. Any other keyword of ``raydsconv.convert`` may be passed too.
+
+A new format is added by writing its ShardWriter/ShardReader and registering it in
+``raydsconv.formats.FORMATS``; a converter class for it is one subclass naming the format.
 """
 
 from __future__ import annotations
@@ -17,78 +17,42 @@ from typing import Any, ClassVar
 from raydsconv.conversion import ConversionReport, convert
 
 
-class ConverterFixedSize:
+class _Converter:
+    format: ClassVar[str]
+
+    def __init__(self, input_data: Any, output_path: str | os.PathLike, images_per_file: int = 1000,
+                 batch_size: int = 32, num_workers: int | None = None, **options: Any):
+        self.input_data = input_data
+        self.output_path = output_path
+        self.images_per_file = images_per_file
+        self.batch_size = batch_size
+        self.num_workers = num_workers
+        self.options = options
+
+    def convert(self) -> ConversionReport:
+        return convert(self.input_data, self.output_path, format=self.format, images_per_file=self.images_per_file,
+                       batch_size=self.batch_size, num_workers=self.num_workers, **self.options)
+
+
+class ConverterFixedSize(_Converter):
     """Base of the converters that store resized pixels; a subclass names its format."""
 
-    format: ClassVar[str]
-
-    def __init__(
-        self,
-        input_data: Any,
-        output_path: str | os.PathLike,
-        images_per_file: int = 1000,
-        batch_size: int = 32,
-        num_workers: int | None = None,
-        shape: tuple[int, int] | None = None,
-        im_mode: str = "RGB",
-        root_in_archive: str | None = None,
-        **options: Any,
-    ):
-        self.input_data = input_data
-        self.output_path = output_path
-        self.images_per_file = images_per_file
-        self.batch_size = batch_size
-        self.num_workers = num_workers
-        self.shape = shape
-        self.im_mode = im_mode
-        self.options = {**options, "root_in_archive": root_in_archive}
-
-    def convert(self) -> ConversionReport:
-        return convert(
-            self.input_data,
-            self.output_path,
-            format=self.format,
-            shape=self.shape,
-            mode=self.im_mode,
-            images_per_file=self.images_per_file,
-            batch_size=self.batch_size,
-            num_workers=self.num_workers,
-            **self.options,
-        )
+    def __init__(self, input_data: Any, output_path: str | os.PathLike, images_per_file: int = 1000,
+                 batch_size: int = 32, num_workers: int | None = None, shape: tuple[int, int] | None = None,
+                 im_mode: str = "RGB", root_in_archive: str | None = None, **options: Any):
+        super().__init__(input_data, output_path, images_per_file, batch_size, num_workers,
+                         shape=shape, mode=im_mode, root_in_archive=root_in_archive, **options)
+        self.shape, self.im_mode = shape, im_mode
 
 
-class ConverterFlexibleSize:
+class ConverterFlexibleSize(_Converter):
     """Base of the converters that keep the original file bytes; a subclass names its format."""
 
-    format: ClassVar[str]
-
-    def __init__(
-        self,
-        input_data: Any,
-        output_path: str | os.PathLike,
-        images_per_file: int = 1000,
-        batch_size: int = 32,
-        num_workers: int | None = None,
-        root_in_archive: str | None = None,
-        **options: Any,
-    ):
-        self.input_data = input_data
-        self.output_path = output_path
-        self.images_per_file = images_per_file
-        self.batch_size = batch_size
-        self.num_workers = num_workers
-        self.options = {**options, "root_in_archive": root_in_archive}
-
-    def convert(self) -> ConversionReport:
-        return convert(
-            self.input_data,
-            self.output_path,
-            format=self.format,
-            images_per_file=self.images_per_file,
-            batch_size=self.batch_size,
-            num_workers=self.num_workers,
-            **self.options,
-        )
+    def __init__(self, input_data: Any, output_path: str | os.PathLike, images_per_file: int = 1000,
+                 batch_size: int = 32, num_workers: int | None = None, root_in_archive: str | None = None,
+                 **options: Any):
+        super().__init__(input_data, output_path, images_per_file, batch_size, num_workers,
+                         root_in_archive=root_in_archive, **options)
 
 
 class MemmapConverter(ConverterFixedSize):

@@ -148,23 +148,31 @@ class PreparedImage:
     source_format: str  # what Pillow says the bytes are (JPEG, PNG, ...), whatever the file name
 
 
-def prepare_image(data: bytes, spec: ImageSpec) -> PreparedImage:
-    """Decode ``data`` and produce the stored pixels; raises BadImage with a reason."""
+def open_image(data: bytes, max_pixels: int) -> Image.Image:
+    """Parse the header of ``data`` (no decoding yet); raises BadImage for empty, unknown, malformed
+    or oversized input. Call under ``warnings.catch_warnings()`` (see callers)."""
     if not data:
         raise BadImage("empty file")
+    warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # we skip such images instead
+    try:
+        image = Image.open(io.BytesIO(data))
+    except UnidentifiedImageError:
+        raise BadImage("not an image (no image format recognises these bytes)") from None
+    except Image.DecompressionBombError as error:
+        raise BadImage(f"too large: {error}") from None
+    except Exception as error:  # Pillow raises many types on malformed headers
+        raise BadImage(f"unreadable image header: {error}") from None
+    width, height = image.size
+    if width * height > max_pixels:
+        raise BadImage(f"too large: {width}x{height} pixels exceeds max_pixels={max_pixels}")
+    return image
+
+
+def prepare_image(data: bytes, spec: ImageSpec) -> PreparedImage:
+    """Decode ``data`` and produce the stored pixels; raises BadImage with a reason."""
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-        try:
-            image = Image.open(io.BytesIO(data))
-        except UnidentifiedImageError:
-            raise BadImage("not an image (no image format recognises these bytes)") from None
-        except Image.DecompressionBombError as error:
-            raise BadImage(f"too large: {error}") from None
-        except Exception as error:  # Pillow raises many types on malformed headers
-            raise BadImage(f"unreadable image header: {error}") from None
+        image = open_image(data, spec.max_pixels)
         width, height = image.size
-        if width * height > spec.max_pixels:
-            raise BadImage(f"too large: {width}x{height} pixels exceeds max_pixels={spec.max_pixels}")
         orientation = _orientation(image)
         if _fast_path_applies(image, data, orientation, spec):
             fast = _prepare_jpeg_fast(data, width, height, spec)
@@ -292,21 +300,9 @@ def inspect_image(data: bytes, *, validation: str = "full", max_pixels: int = DE
     still read, so truncation and corruption are caught, at a fraction of the cost.
     ``"header"`` only parses the header: much faster, blind to damage further in.
     """
-    if not data:
-        raise BadImage("empty file")
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-        try:
-            image = Image.open(io.BytesIO(data))
-        except UnidentifiedImageError:
-            raise BadImage("not an image (no image format recognises these bytes)") from None
-        except Image.DecompressionBombError as error:
-            raise BadImage(f"too large: {error}") from None
-        except Exception as error:
-            raise BadImage(f"unreadable image header: {error}") from None
+        image = open_image(data, max_pixels)
         file_width, file_height = image.size
-        if file_width * file_height > max_pixels:
-            raise BadImage(f"too large: {file_width}x{file_height} pixels exceeds max_pixels={max_pixels}")
         width, height = _oriented_size(image.size, _orientation(image))
         source_format = image.format or "unknown"
         if validation == "full":
