@@ -13,6 +13,16 @@ from raydsconv.formats.tar import TAR
 FORMATS: dict[str, Format] = {fmt.name: fmt for fmt in (MEMMAP, HDF5, PARQUET, IPC, TAR)}
 
 
+def register(fmt: Format) -> Format:
+    """Add a format (see docs/extending.md); a name already taken is refused."""
+    from raydsconv.errors import InvalidArgumentError
+
+    if fmt.name in FORMATS and FORMATS[fmt.name] is not fmt:
+        raise InvalidArgumentError(f"a format named {fmt.name!r} is already registered")
+    FORMATS[fmt.name] = fmt
+    return fmt
+
+
 def get_format(name: str) -> Format:
     try:
         return FORMATS[name]
@@ -22,4 +32,4 @@ def get_format(name: str) -> Format:
         ) from None
 
 
-__all__ = ["FORMATS", "Format", "ShardReader", "ShardWriter", "get_format"]
+__all__ = ["FORMATS", "Format", "ShardReader", "ShardWriter", "get_format", "register"]
