@@ -31,8 +31,13 @@ def job_address():
     env.pop("RAY_ADDRESS", None)
     temp_dir = tempfile.mkdtemp(prefix="rdc-head-")
     dashboard = free_port()
+    # Every port of its own: the test session's Ray already holds the default ones (its dashboard
+    # agent's 52365 among them), and a head whose agent cannot bind accepts no jobs.
+    ports = [f"--{name}={free_port()}" for name in (
+        "port", "dashboard-agent-listen-port", "dashboard-agent-grpc-port", "metrics-export-port",
+        "runtime-env-agent-port", "node-manager-port", "object-manager-port", "ray-client-server-port")]
     head = subprocess.Popen(
-        [RAY, "start", "--head", "--block", "--num-cpus=1", f"--port={free_port()}", "--include-dashboard=true",
+        [RAY, "start", "--head", "--block", "--num-cpus=1", *ports, "--include-dashboard=true",
          "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}", f"--temp-dir={temp_dir}",
          "--object-store-memory=300000000", "--disable-usage-stats"],
         env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
@@ -57,9 +62,15 @@ def job_address():
 
 
 def submit(address: str, env: dict, *arguments: str) -> subprocess.CompletedProcess:
-    return subprocess.run([RAY, "job", "submit", "--address", address, "--working-dir", str(JOBS), "--",
-                           sys.executable, "convert.py", *arguments], env=env, capture_output=True, text=True,
-                          timeout=300)
+    deadline = time.time() + 120
+    while True:
+        done = subprocess.run([RAY, "job", "submit", "--address", address, "--working-dir", str(JOBS), "--",
+                               sys.executable, "convert.py", *arguments], env=env, capture_output=True, text=True,
+                              timeout=300)
+        # A busy head answers before its job agent is up; Ray itself says to try again.
+        if "No available agent to submit job" not in done.stderr + done.stdout or time.time() > deadline:
+            return done
+        time.sleep(2)
 
 
 def test_job_converts_and_a_failing_job_reports_failure(job_address, small_folder, tmp_path):
