@@ -75,7 +75,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _bench(args)
         from raydsconv.demo import run_demo
 
-        return run_demo(args.workdir, num_images=args.num_images)
+        return run_demo(args.workdir, num_images=args.num_images, say=print)
     except (InvalidArgumentError, ManifestError) as error:
         print(f"raydsconv: error: {error}", file=sys.stderr)
         return 2

@@ -3,14 +3,19 @@ embedded Ray, read it back through a DataLoader and say what happened."""
 
 from __future__ import annotations
 
+import logging
 import tempfile
 import time
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
+logger = logging.getLogger(__name__)
 
-def run_demo(workdir: str | None = None, *, num_images: int = 300) -> int:
+
+def run_demo(workdir: str | None = None, *, num_images: int = 300, say: Callable[[str], None] = logger.info) -> int:
+    """The demo; ``say`` receives each line for the person watching (the CLI passes ``print``)."""
     from torch.utils.data import DataLoader
     from torchvision.transforms.v2 import PILToTensor
 
@@ -23,13 +28,13 @@ def run_demo(workdir: str | None = None, *, num_images: int = 300) -> int:
     started = time.perf_counter()
     write_image_folder(source, num_images=num_images, num_classes=4, seed=0)
     odd = write_odd_cases(source)
-    print(f"1. wrote {num_images} photo-like JPEGs in 4 classes and {len(odd.readable) + len(odd.bad)} odd "
+    say(f"1. wrote {num_images} photo-like JPEGs in 4 classes and {len(odd.readable) + len(odd.bad)} odd "
           f"files to {source} ({time.perf_counter() - started:.1f} s)")
 
     # One read of the source writes resized pixels (memmap) and the original bytes (parquet).
     report = convert(source, output, format=["memmap", "parquet"], shape=(224, 224), mode="RGB", resize="crop",
                      images_per_file=128, overwrite=True, progress=False)
-    print("2. " + report.summary().replace("\n", "\n   "))
+    say("2. " + report.summary().replace("\n", "\n   "))
     import ray
 
     ray.shutdown()  # training needs no Ray, and DataLoader workers must not fork a Ray driver
@@ -46,10 +51,10 @@ def run_demo(workdir: str | None = None, *, num_images: int = 300) -> int:
             labels = batch[1] if name == "memmap" else [label for _, label in batch]
             seen += len(labels)
             counts += np.bincount(np.asarray(labels), minlength=len(counts))
-        print(f"3. {name}: read {seen} samples back through a DataLoader with 2 workers in "
+        say(f"3. {name}: read {seen} samples back through a DataLoader with 2 workers in "
               f"{time.perf_counter() - started:.2f} s")
-        print("   per class: " + ", ".join(f"{name}={n}" for name, n in zip(dataset.classes, counts)))
-    print(f"   inspect it with: raydsconv info {output}")
+        say("   per class: " + ", ".join(f"{name}={n}" for name, n in zip(dataset.classes, counts)))
+    say(f"   inspect it with: raydsconv info {output}")
     return 0 if seen == report.num_samples else 1
 
 
