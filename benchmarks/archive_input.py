@@ -9,31 +9,22 @@ and parquet (full validation, I/O-bound), from the folder and from the archive.
 from __future__ import annotations
 
 import argparse
-import io
 import os
 import statistics
 import sys
-import tarfile
 from pathlib import Path
 
 from common import imagenet_like_folder
 
 import raydsconv
+from raydsconv.samples import write_tar_of_tars
 
 
 def tar_of_tars(source: Path, archive: Path) -> Path:
     if archive.exists():
         return archive
     partial = archive.with_suffix(".partial")
-    with tarfile.open(partial, "w") as outer:
-        for class_dir in sorted(p for p in source.iterdir() if p.is_dir()):
-            inner = io.BytesIO()
-            with tarfile.open(fileobj=inner, mode="w") as tar:
-                for image in sorted(class_dir.iterdir()):
-                    tar.add(image, arcname=image.name)
-            info = tarfile.TarInfo(f"{class_dir.name}.tar")
-            info.size = inner.tell()
-            outer.addfile(info, io.BytesIO(inner.getvalue()))
+    write_tar_of_tars(source, partial)
     partial.rename(archive)
     return archive
 

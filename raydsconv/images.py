@@ -315,6 +315,16 @@ def inspect_image(data: bytes, *, validation: str = "full", max_pixels: int = DE
     return ImageInfo(width, height, source_format)
 
 
+def decode_rgb(data: bytes, draft: tuple[int, int] | None = None) -> Image.Image:
+    """Stored bytes as an RGB PIL image, as torchvision's ImageFolder loads a file (without its copy
+    when the image is RGB already). ``draft=(height, width)``: JPEGs decode at the smallest
+    1/2, 1/4 or 1/8 scale still that large."""
+    image = Image.open(io.BytesIO(data))
+    if draft is not None and image.format == "JPEG":
+        image.draft("RGB", (draft[1], draft[0]))
+    return image.convert("RGB") if image.mode != "RGB" else image
+
+
 def prepare_pil_image(image: Image.Image, spec: ImageSpec) -> PreparedImage:
     """The fixed-size rules for an image already in memory (e.g. from a torch Dataset)."""
     return _prepare_with_pillow(image, _orientation(image), spec)

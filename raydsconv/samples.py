@@ -63,6 +63,23 @@ def write_image_folder(
     return paths
 
 
+def write_tar_of_tars(folder: str | os.PathLike, archive: str | os.PathLike) -> Path:
+    """Pack an image folder as ImageNet's training archive is packed: one tar per class folder
+    (``<class>.tar``, its files at the top), all inside one outer tar."""
+    import tarfile
+
+    with tarfile.open(archive, "w") as outer:
+        for class_dir in sorted(p for p in Path(folder).iterdir() if p.is_dir()):
+            inner = io.BytesIO()
+            with tarfile.open(fileobj=inner, mode="w") as tar:
+                for item in sorted(class_dir.iterdir()):
+                    tar.add(item, arcname=item.name)
+            info = tarfile.TarInfo(f"{class_dir.name}.tar")
+            info.size = len(inner.getvalue())
+            outer.addfile(info, io.BytesIO(inner.getvalue()))
+    return Path(archive)
+
+
 @dataclass
 class OddCases:
     """What `write_odd_cases` wrote, relative to the dataset root."""

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from raydsconv import InvalidArgumentError, TarConverter, convert, open_dataset
+from raydsconv.samples import write_tar_of_tars
 from raydsconv.sources.archive import list_tar_archive
 from raydsconv.sources.folder import list_image_folder
 
@@ -32,17 +33,7 @@ def folder_tar(small_folder, tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def tar_of_tars(small_folder, tmp_path_factory) -> Path:
     """ImageNet's training layout: one tar per class inside the archive."""
-    folder = tmp_path_factory.mktemp("imagenet")
-    with tarfile.open(folder / "ILSVRC_train.tar", "w") as outer:
-        for class_dir in sorted(p for p in small_folder.iterdir() if p.is_dir()):
-            inner = io.BytesIO()
-            with tarfile.open(fileobj=inner, mode="w") as tar:
-                for item in sorted(class_dir.iterdir()):
-                    tar.add(item, arcname=item.name)
-            info = tarfile.TarInfo(f"{class_dir.name}.tar")
-            info.size = len(inner.getvalue())
-            outer.addfile(info, io.BytesIO(inner.getvalue()))
-    return folder / "ILSVRC_train.tar"
+    return write_tar_of_tars(small_folder, tmp_path_factory.mktemp("imagenet") / "ILSVRC_train.tar")
 
 
 def test_listing_equals_the_folder(folder_tar, tar_of_tars, small_folder):

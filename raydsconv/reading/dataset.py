@@ -7,7 +7,6 @@ handles or memory maps across a fork.
 
 from __future__ import annotations
 
-import io
 import json
 import os
 from pathlib import Path
@@ -20,6 +19,7 @@ from torch.utils.data import Dataset
 
 from raydsconv.errors import InvalidArgumentError, ManifestError, UnsupportedFormatError
 from raydsconv.formats import Format, ShardReader, get_format
+from raydsconv.images import decode_rgb
 from raydsconv.manifest import FORMATS_NAME, Manifest, load_manifest
 
 
@@ -157,11 +157,8 @@ class ShardedDataset(Dataset):
             pixels = payload
             if self.output == "pil":
                 return Image.fromarray(pixels, self.mode)
-        else:  # decoded as torchvision's ImageFolder loads a file, without its copy when already RGB
-            image = Image.open(io.BytesIO(payload))
-            if self.draft is not None and image.format == "JPEG":
-                image.draft("RGB", (self.draft[1], self.draft[0]))
-            image = image.convert("RGB") if image.mode != "RGB" else image
+        else:
+            image = decode_rgb(payload, self.draft)
             if self.output == "pil":
                 return image
             pixels = np.asarray(image)

@@ -9,7 +9,6 @@ Rows come in the manifest's order when ``DataContext.execution_options.preserve_
 
 from __future__ import annotations
 
-import io
 import os
 from typing import Any, Iterator
 
@@ -64,10 +63,9 @@ def _shard_datasource(reader: Any, decode: bool, rows_per_block: int):
 
 
 def _decoded(payloads: list[bytes]) -> np.ndarray:
-    from PIL import Image
+    from raydsconv.images import decode_rgb
 
     images = np.empty(len(payloads), dtype=object)  # ragged: every image keeps its own size
     for i, data in enumerate(payloads):
-        image = Image.open(io.BytesIO(data))
-        images[i] = np.asarray(image.convert("RGB") if image.mode != "RGB" else image)
+        images[i] = np.asarray(decode_rgb(data))
     return images
