@@ -112,7 +112,7 @@ class Geometry:
 
 
 def plan_geometry(width: int, height: int, shape: tuple[int, int], policy: str) -> Geometry:
-    """Pure geometry shared by images and (later) masks, so both land on the same pixels."""
+    """Pure geometry shared by images and their masks, so both land on the same pixels."""
     target_h, target_w = shape
     if policy == "stretch":
         return Geometry(target_w, target_h)
@@ -127,14 +127,16 @@ def plan_geometry(width: int, height: int, shape: tuple[int, int], policy: str) 
     return Geometry(new_w, new_h, (target_w - new_w) // 2, (target_h - new_h) // 2)
 
 
-def place(resized: np.ndarray, geometry: Geometry, spec: ImageSpec) -> np.ndarray:
-    """Apply the crop or the letterbox of ``geometry`` to an already resized (H, W[, C]) array."""
+def place(resized: np.ndarray, geometry: Geometry, spec: ImageSpec, pad_value: int | None = None) -> np.ndarray:
+    """Apply the crop or the letterbox of ``geometry`` to an already resized (H, W[, C]) array of
+    any dtype (images, and masks with their own ``pad_value``)."""
     target_h, target_w = spec.shape
     x, y = geometry.offset_x, geometry.offset_y
     if spec.resize == "crop":
         return np.ascontiguousarray(resized[y : y + target_h, x : x + target_w])
     if spec.resize == "pad":
-        canvas = np.full(spec.array_shape, spec.pad_value, dtype=np.uint8)
+        fill = spec.pad_value if pad_value is None else pad_value
+        canvas = np.full((target_h, target_w, *resized.shape[2:]), fill, dtype=resized.dtype)
         canvas[y : y + resized.shape[0], x : x + resized.shape[1]] = resized
         return canvas
     return resized
