@@ -140,3 +140,65 @@ def write_odd_cases(root: str | os.PathLike, class_name: str = "odd", *, seed: i
     save("readme.txt", b"not an image\n", "bad")
     save(".hidden.jpg", jpeg_bytes(base), "ignored")
     return cases
+
+
+# Pascal VOC's colour map: class i's colour; 255 (object borders, "ignore") is drawn cream.
+def voc_palette() -> list[int]:
+    palette = []
+    for index in range(256):
+        red = green = blue = 0
+        value = index
+        for bit in range(8):
+            red |= ((value >> 0) & 1) << (7 - bit)
+            green |= ((value >> 1) & 1) << (7 - bit)
+            blue |= ((value >> 2) & 1) << (7 - bit)
+            value >>= 3
+        palette += [red, green, blue]
+    palette[255 * 3 : 256 * 3] = [224, 224, 192]
+    return palette
+
+
+def segmentation_sample(rng: np.random.Generator, width: int, height: int,
+                        num_classes: int = 4) -> tuple[Image.Image, Image.Image]:
+    """A photo-like image and its VOC-style mask: a palette PNG whose indices are classes
+    (0 background, a few objects of classes 1..num_classes-1, each outlined with 255)."""
+    mask = Image.new("P", (width, height), 0)
+    mask.putpalette(voc_palette())
+    draw = ImageDraw.Draw(mask)
+    for _ in range(int(rng.integers(1, 4))):
+        x0, y0 = int(rng.integers(0, width * 3 // 4)), int(rng.integers(0, height * 3 // 4))
+        x1, y1 = x0 + int(rng.integers(8, width // 2 + 9)), y0 + int(rng.integers(8, height // 2 + 9))
+        shape = draw.ellipse if rng.random() < 0.5 else draw.rectangle
+        shape((x0, y0, x1, y1), fill=int(rng.integers(1, num_classes)), outline=255, width=2)
+    colours = np.asarray(voc_palette(), dtype=np.float32).reshape(256, 3)[np.asarray(mask)]
+    texture = np.asarray(photo_like(rng, width, height), dtype=np.float32)
+    image = Image.fromarray((0.4 * texture + 0.6 * colours).round().astype(np.uint8), "RGB")
+    return image, mask
+
+
+def write_segmentation_folder(root: str | os.PathLike, *, num_images: int, num_classes: int = 4,
+                              layout: str = "plain", sizes: tuple[tuple[int, int], ...] = ((96, 72), (64, 80)),
+                              seed: int = 0) -> list[str]:
+    """Write a segmentation dataset: JPEG images and palette-PNG masks with the same names.
+
+    ``layout="plain"``: ``images/`` and ``masks/``. ``layout="voc"``: Pascal VOC's ``JPEGImages/``,
+    ``SegmentationClass/`` and ``ImageSets/Segmentation/{train,val,trainval}.txt`` (every other
+    sample is in val), so ``torchvision.datasets.VOCSegmentation`` reads it when ``root`` is
+    ``.../VOCdevkit/VOC2012``. Returns the sample names in order.
+    """
+    rng = np.random.default_rng(seed)
+    root = Path(root)
+    images_dir, masks_dir = ("images", "masks") if layout == "plain" else ("JPEGImages", "SegmentationClass")
+    (root / images_dir).mkdir(parents=True, exist_ok=True)
+    (root / masks_dir).mkdir(parents=True, exist_ok=True)
+    names = [f"2007_{i:06d}" for i in range(num_images)]
+    for name in names:
+        image, mask = segmentation_sample(rng, *sizes[int(rng.integers(0, len(sizes)))], num_classes=num_classes)
+        (root / images_dir / f"{name}.jpg").write_bytes(jpeg_bytes(image))
+        mask.save(root / masks_dir / f"{name}.png")
+    if layout == "voc":
+        splits = root / "ImageSets" / "Segmentation"
+        splits.mkdir(parents=True, exist_ok=True)
+        for split, chosen in (("train", names[::2]), ("val", names[1::2]), ("trainval", names)):
+            (splits / f"{split}.txt").write_text("".join(f"{name}\n" for name in chosen))
+    return names

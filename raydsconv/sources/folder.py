@@ -45,7 +45,7 @@ def list_image_folder(root: str | os.PathLike) -> Listing:
     labels: list[int] = []
     skipped: list[Skipped] = []
     for label, class_name in enumerate(classes):
-        for directory, files, odd in _walk_sorted(root / class_name):
+        for directory, files, odd in walk_files(root / class_name):
             relative_dir = os.path.relpath(directory, root).replace(os.sep, "/")
             paths.extend(f"{relative_dir}/{name}" for name in files)
             labels.extend([label] * len(files))
@@ -62,7 +62,7 @@ def list_image_folder(root: str | os.PathLike) -> Listing:
     )
 
 
-def _walk_sorted(top: Path):
+def walk_files(top: Path):
     """Yield (directory, sorted regular file names, [(odd name, reason)]) in sorted directory order.
 
     One ``scandir`` per directory and no per-file stat (d_type answers is_file), except for

@@ -1,5 +1,6 @@
 """Any map-style ``torch.utils.data.Dataset`` whose items are ``(image, target)``: the image a PIL
-image, an (H, W[, C]) array or a (C, H, W) tensor, the target a class index. Candidates are the
+image, an (H, W[, C]) array or a (C, H, W) tensor, the target a class index, or with dense labels a
+mask (PIL image, array or tensor; see raydsconv.masks). Candidates are the
 dataset's indices in order; each worker reads its own items. Class names come from the dataset's
 ``classes``, ``class_to_idx`` or ``categories`` when it has one of them."""
 
@@ -36,7 +37,7 @@ def class_names(dataset: Any) -> list[str]:
     return [str(name) for name in categories] if categories else []
 
 
-def list_torch_dataset(dataset: Any) -> Listing:
+def list_torch_dataset(dataset: Any, *, dense: bool = False) -> Listing:
     try:
         count = len(dataset)
     except TypeError:
@@ -48,9 +49,9 @@ def list_torch_dataset(dataset: Any) -> Listing:
     return Listing(
         classes=class_names(dataset),
         paths=[str(i) for i in range(count)],
-        labels=np.full(count, -1, dtype=np.int64),  # set by the workers from each item's target
+        labels=np.full(count, -1, dtype=np.int64),  # class labels: set by the workers from each item's target
         loader=TorchDatasetLoader(dataset),
         description={"kind": "torch_dataset", "type": f"{type(dataset).__module__}.{type(dataset).__qualname__}",
                      "num_candidates": count},
-        labels_from_items=True,
+        labels_from_items=not dense,
     )
