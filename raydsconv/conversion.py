@@ -20,8 +20,9 @@ from raydsconv.errors import ConversionError, InvalidArgumentError
 from raydsconv.formats import FORMATS, Format, get_format
 from raydsconv.images import DEFAULT_MAX_PIXELS, VALIDATIONS, ImageSpec
 from raydsconv.manifest import FORMATS_NAME, INDEX_NAME, MANIFEST_NAME, Manifest, Shard
+from raydsconv.masks import MaskSpec
 from raydsconv.pipeline import Target
-from raydsconv.sources import Listing, Skipped, list_source
+from raydsconv.sources import Listing, SegmentationFolder, Skipped, list_source
 
 
 @dataclass
@@ -87,13 +88,17 @@ def convert(
     root_in_archive: str | None = None,
     format_options: dict[str, dict[str, Any]] | None = None,
     progress: bool = True,
+    dense: bool = False,
+    mask_mode: str = "L",
+    mask_pad_value: int = 255,
 ) -> ConversionReport:
     """Convert an image folder into a sharded dataset at ``output``.
 
     Args:
         source: an ImageNet-style folder (one sub-folder per class), an uncompressed tar of one
             (or of one tar per class, as ImageNet's training archive), or a map-style torch Dataset
-            of (image, target) items.
+            of (image, target) items; with ``dense=True`` a segmentation folder (images/ and
+            masks/, see ``raydsconv.SegmentationFolder``) or a torch Dataset of (image, mask).
         output: the dataset directory to create; must be empty unless ``overwrite``.
         format: the output format (``raydsconv.formats.FORMATS`` lists them), or several
             (a list, or "memmap,parquet"): one read of the source writes each into ``output/<format>``.
@@ -116,11 +121,16 @@ def convert(
         format_options: per format, e.g. ``{"hdf5": {"compression": "gzip"},
             "parquet": {"row_group_size": 8}, "ipc": {"batch_rows": 256}}``.
         progress: show Ray Data's progress bars.
+        dense: every sample has a mask (segmentation) instead of a class label.
+        mask_mode: what a mask holds: ``"L"`` uint8 class indices, ``"I;16"`` uint16 ones, or
+            ``"RGB"`` colours (see ``raydsconv.masks``).
+        mask_pad_value: fills the masks' letterbox for ``resize="pad"`` (255: the usual ignore index).
 
     Returns:
         A ConversionReport; bad inputs are listed in ``report.skipped`` and in the manifest.
     """
     formats = _formats(format)
+    dense = dense or isinstance(source, SegmentationFolder)
     _check_positive("images_per_file", images_per_file)
     _check_positive("batch_size", batch_size)
     if num_workers is not None:
@@ -135,8 +145,9 @@ def convert(
         draft=draft, max_pixels=max_pixels,
     ) if fixed else None
     options = _format_options(formats, format_options or {})
+    mask_spec = _mask_spec(formats, mask_mode, mask_pad_value) if dense else None
     output = Path(output).absolute()
-    listing = list_source(source, root_in_archive=root_in_archive)
+    listing = list_source(source, root_in_archive=root_in_archive, dense=dense)
     if strict and listing.skipped:
         first = listing.skipped[0]
         raise ConversionError(f"{first.path}: {first.reason} (strict mode)")
@@ -144,7 +155,8 @@ def convert(
         _check_output_location(output, Path(listing.description["root"]))
     _prepare_output(output, overwrite, formats)
     targets = [
-        Target(fmt, output / fmt.name if len(formats) > 1 else output, _params(fmt, spec, validation, options[fmt.name]))
+        Target(fmt, output / fmt.name if len(formats) > 1 else output,
+               _params(fmt, spec, validation, options[fmt.name], mask_spec))
         for fmt in formats
     ]
     for target in targets:
@@ -156,7 +168,7 @@ def convert(
     ray_seconds = ensure_ray(address, num_cpus=num_workers)
     started = time.perf_counter()
     preparation = Preparation(spec, keep_bytes=any(not fmt.fixed_size for fmt in formats),
-                              validation=validation, max_pixels=max_pixels,
+                              validation=validation, max_pixels=max_pixels, mask=mask_spec,
                               num_classes=len(listing.classes) if listing.labels_from_items and listing.classes else None)
     records = run_pipeline(
         listing, targets, preparation,
@@ -214,10 +226,21 @@ def _format_options(formats: list[Format], given: dict[str, dict[str, Any]]) -> 
     return checked
 
 
-def _params(fmt: Format, spec: ImageSpec | None, validation: str, options: dict[str, Any]) -> dict[str, Any]:
-    if fmt.fixed_size:
-        return {**spec.to_dict(), "channels": spec.channels, "dtype": "uint8", **options}
-    return {"validation": validation, **options}
+def _params(fmt: Format, spec: ImageSpec | None, validation: str, options: dict[str, Any],
+            mask: MaskSpec | None) -> dict[str, Any]:
+    params = {**spec.to_dict(), "channels": spec.channels, "dtype": "uint8"} if fmt.fixed_size else {"validation": validation}
+    if mask is not None:
+        params.update(dense=True, mask_mode=mask.mode)
+        if fmt.fixed_size:
+            params["mask_pad_value"] = mask.pad_value
+    return {**params, **options}
+
+
+def _mask_spec(formats: list[Format], mask_mode: str, mask_pad_value: int) -> MaskSpec:
+    unable = [fmt.name for fmt in formats if fmt.dense_file_roles is None]
+    if unable:
+        raise InvalidArgumentError(f"format {unable[0]!r} cannot store masks (dense labels)")
+    return MaskSpec(mask_mode, mask_pad_value)
 
 
 def _commit(target: Target, listing: Listing, records: list, skipped: list[Skipped],

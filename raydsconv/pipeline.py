@@ -9,6 +9,7 @@ driver. Each task returns only a small record per shard (files, checksums, per-s
 
 from __future__ import annotations
 
+import io
 import logging
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -33,6 +34,7 @@ from raydsconv.images import (
     prepare_pil_image,
 )
 from raydsconv.manifest import ShardFile
+from raydsconv.masks import MaskSpec, check_mask_size, encode_mask, mask_array, prepare_mask
 from raydsconv.sources import Listing
 
 logger = logging.getLogger(__name__)
@@ -72,12 +74,13 @@ class Preparation:
     validation: str = "full"
     max_pixels: int = DEFAULT_MAX_PIXELS
     num_classes: int | None = None  # in-memory sources that name their classes: labels must be below
+    mask: MaskSpec | None = None  # dense labels: every sample has a mask
 
 
 def prepare_batch(batch: dict[str, np.ndarray], *, loader: Any, preparation: Preparation) -> dict[str, np.ndarray]:
     """Read and prepare a batch of candidates. Bad inputs are marked (ok=False, reason), not raised."""
     loader = _shipped(loader)
-    spec = preparation.spec
+    spec, mask_spec = preparation.spec, preparation.mask
     count = len(batch["path"])
     columns: dict[str, np.ndarray] = {
         "label": np.array(batch["label"], dtype=np.int64),
@@ -90,41 +93,81 @@ def prepare_batch(batch: dict[str, np.ndarray], *, loader: Any, preparation: Pre
     }
     if spec is not None:
         columns["image"] = np.zeros((count, *spec.array_shape), dtype=np.uint8)
+        if mask_spec is not None:
+            columns["mask"] = np.zeros((count, *mask_spec.array_shape(spec.shape)), dtype=mask_spec.dtype)
     if preparation.keep_bytes:
         columns["data"] = np.full(count, b"", dtype=object)
+        if mask_spec is not None:
+            columns["mask_data"] = np.full(count, b"", dtype=object)
+            columns["mask_extension"] = np.full(count, "", dtype=object)
     for i in range(count):
         try:
-            item = _read(loader, {key: values[i] for key, values in batch.items()})
-            if isinstance(item, tuple):  # an in-memory (image, target) from a torch Dataset
-                image, columns["label"][i] = as_pil_image(item[0]), class_index(item[1])
-                if preparation.num_classes is not None and columns["label"][i] >= preparation.num_classes:
-                    raise BadImage(f"target {columns['label'][i]} is not one of the dataset's "
-                                   f"{preparation.num_classes} classes")
-                data = encode_png(image) if preparation.keep_bytes else b""
-                if spec is not None:
-                    prepared = prepare_pil_image(image, spec)
-                    columns["image"][i] = prepared.pixels
-                info = ImageInfo(image.width, image.height, "PNG")
-            elif spec is not None:
-                data = item
-                prepared = prepare_image(data, spec)
-                columns["image"][i] = prepared.pixels
-                info = ImageInfo(prepared.width, prepared.height, prepared.source_format)
-            else:
-                data = item
-                info = inspect_image(data, validation=preparation.validation, max_pixels=preparation.max_pixels)
+            prepared = _prepare_item(_read(loader, {key: values[i] for key, values in batch.items()}), preparation)
         except BadImage as bad:
             columns["reason"][i] = bad.reason
             continue
         except Exception as error:  # one odd file must never stop the conversion
             columns["reason"][i] = f"unexpected error: {type(error).__name__}: {error}"
             continue
-        if preparation.keep_bytes:
-            columns["data"][i] = data
+        for name, value in prepared.items():
+            columns[name][i] = value
         columns["ok"][i] = True
-        columns["width"][i], columns["height"][i] = info.width, info.height
-        columns["source_format"][i], columns["extension"][i] = info.source_format, info.extension
     return {key: batch[key] for key in ("candidate", "path", "shard")} | columns
+
+
+def _prepare_item(item: Any, preparation: Preparation) -> dict[str, Any]:
+    """One sample's prepared values by column. ``item`` is what the loader read: file bytes, or a
+    pair (image, target) whose image is file bytes or in memory and whose target is a class index
+    or, with dense labels, a mask (file bytes or in memory)."""
+    spec = preparation.spec
+    image, target = item if isinstance(item, tuple) else (item, None)
+    values: dict[str, Any] = {}
+    if isinstance(image, bytes):
+        if spec is not None:
+            prepared = prepare_image(image, spec)
+            values["image"] = prepared.pixels
+            info = ImageInfo(prepared.width, prepared.height, prepared.source_format)
+        else:
+            info = inspect_image(image, validation=preparation.validation, max_pixels=preparation.max_pixels)
+        data = image
+    else:  # in memory (a torch Dataset): no original bytes, so flexible formats get a lossless PNG
+        picture = as_pil_image(image)
+        data = encode_png(picture) if preparation.keep_bytes else b""
+        if spec is not None:
+            values["image"] = prepare_pil_image(picture, spec).pixels
+        info = ImageInfo(picture.width, picture.height, "PNG")
+    if preparation.mask is not None:
+        values.update(_prepare_mask(target, info, preparation))
+    elif target is not None:
+        values["label"] = class_index(target)
+        if preparation.num_classes is not None and values["label"] >= preparation.num_classes:
+            raise BadImage(f"target {values['label']} is not one of the dataset's {preparation.num_classes} classes")
+    if preparation.keep_bytes:
+        values["data"] = data
+    values.update(width=info.width, height=info.height, source_format=info.source_format, extension=info.extension)
+    return values
+
+
+def _prepare_mask(mask: Any, info: ImageInfo, preparation: Preparation) -> dict[str, Any]:
+    """The mask of a sample: resized like its image (fixed), and its bytes (flexible): the original
+    file, or a PNG for a mask in memory."""
+    array = mask_array(mask, preparation.mask, preparation.max_pixels)
+    check_mask_size(array, info.width, info.height)
+    values: dict[str, Any] = {}
+    if preparation.spec is not None:
+        values["mask"] = prepare_mask(array, preparation.spec, preparation.mask)
+    if preparation.keep_bytes:
+        is_file = isinstance(mask, bytes)
+        values["mask_data"] = mask if is_file else encode_mask(array)
+        values["mask_extension"] = _extension_of(mask) if is_file else "png"
+    return values
+
+
+def _extension_of(data: bytes) -> str:
+    from PIL import Image
+
+    with Image.open(io.BytesIO(data)) as image:
+        return ImageInfo(0, 0, image.format or "unknown").extension
 
 
 _SHIPPED: dict[Any, Any] = {}

@@ -42,6 +42,8 @@ class ShardWriter(ABC):
     A batch holds, row-aligned: ``label``, ``candidate`` (global input number), ``path`` (source
     path relative to the source root), ``width``, ``height``, ``source_format``, ``extension``,
     and ``image`` (pixels, fixed-size formats) or ``data`` (the original file bytes, flexible ones).
+    With dense labels (``params["dense"]``) it also holds ``mask`` (fixed: resized like ``image``)
+    or ``mask_data`` and ``mask_extension`` (flexible: the mask file's bytes), and ``label`` is -1.
     """
 
     def __init__(self, root: Path, shard: int, params: dict[str, Any], classes: list[str]):
@@ -73,18 +75,27 @@ class ShardReader(ABC):
     def __init__(self, root: Path, manifest: Manifest):
         self.root = Path(root)
         self.manifest = manifest
+        self.dense = bool(manifest.params.get("dense"))
 
     @abstractmethod
-    def read(self, shard: int, row: int) -> tuple[Any, int]:
-        """Return (pixels as an array for fixed-size formats, encoded bytes for flexible ones, label)."""
+    def read(self, shard: int, row: int) -> tuple[Any, Any]:
+        """Return (image, target): the image as pixels (fixed-size formats) or encoded bytes (flexible
+        ones); the target a label, or with dense labels the mask as pixels or encoded bytes."""
 
-    def read_rows(self, shard: int, rows: np.ndarray) -> tuple[Any, np.ndarray]:
-        """Several rows of one shard, ``rows`` sorted: a stacked array for fixed-size formats (formats
-        override this to read contiguous runs at once), a list of bytes for flexible ones."""
+    def read_rows(self, shard: int, rows: np.ndarray) -> tuple[Any, Any]:
+        """Several rows of one shard, ``rows`` sorted: images stacked into one array for fixed-size
+        formats (formats override this to read contiguous runs at once), a list of bytes for
+        flexible ones; targets as an array of labels, or the masks as images are."""
         samples = [self.read(shard, int(row)) for row in rows]
-        payloads = [payload for payload, _ in samples]
-        labels = np.asarray([label for _, label in samples], dtype=np.int64)
-        return (np.stack(payloads) if payloads and isinstance(payloads[0], np.ndarray) else payloads), labels
+        return _stacked([image for image, _ in samples]), _stacked([target for _, target in samples])
+
+
+def _stacked(values: list[Any]) -> Any:
+    if values and isinstance(values[0], np.ndarray):
+        return np.stack(values)
+    if values and isinstance(values[0], bytes):
+        return values
+    return np.asarray(values, dtype=np.int64)
 
 
 def contiguous_runs(rows: np.ndarray) -> list[tuple[int, int]]:
@@ -100,6 +111,7 @@ class Format:
     writer: type[ShardWriter]
     reader: type[ShardReader]
     file_roles: tuple[str, ...]  # the files every shard has, by role
+    dense_file_roles: tuple[str, ...] | None = None  # the same with dense labels; None: no masks
     required_params: tuple[str, ...] = ()
     file_pattern: str = ""  # regex of every file name a shard may leave, partial ones included
     # Validates the user's format_options for this format; returns the params to record.
@@ -110,3 +122,7 @@ class Format:
     @property
     def fixed_size(self) -> bool:
         return self.kind == "fixed"
+
+    def roles(self, params: dict[str, Any]) -> tuple[str, ...]:
+        """The files every shard of a dataset with these params has."""
+        return (self.dense_file_roles or ()) if params.get("dense") else self.file_roles

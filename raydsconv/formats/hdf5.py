@@ -1,7 +1,8 @@
 """hdf5: per shard, ``images-XXXXX.h5`` with datasets ``images`` (N, H, W[, C]) uint8, chunked one
-image per chunk so a random read touches one chunk, and ``labels`` (N,) int64. Optional
-compression (``gzip`` or ``lzf``). ``dataset.h5`` stitches all shards into one virtual ``images``
-and ``labels`` array, so h5py or HDFView users see the whole dataset as one array."""
+image per chunk so a random read touches one chunk, and ``labels`` (N,) int64 — or with dense
+labels ``masks`` (N, H, W[, 3]), chunked like the images. Optional compression (``gzip`` or
+``lzf``). ``dataset.h5`` stitches all shards into one virtual ``images`` and ``labels`` (or
+``masks``) array, so h5py or HDFView users see the whole dataset as one array."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from raydsconv.formats.base import (
     partial_path,
     shard_file_name,
 )
-from raydsconv.formats.memmap import image_row_shape
+from raydsconv.formats.memmap import image_row_shape, target_layout
 from raydsconv.manifest import Manifest, Shard, ShardFile
 
 VIRTUAL_DATASET = "dataset.h5"
@@ -47,16 +48,21 @@ class HDF5ShardWriter(ShardWriter):
             "images", shape=(0, *row_shape), maxshape=(None, *row_shape), chunks=(1, *row_shape),
             dtype=np.uint8, compression=params.get("compression"),
         )
-        self.labels = self.file.create_dataset("labels", shape=(0,), maxshape=(None,), chunks=(4096,), dtype=np.int64)
+        self.target_role, dtype, target_shape = target_layout(params)
+        self.targets = self.file.create_dataset(
+            self.target_role, shape=(0, *target_shape), maxshape=(None, *target_shape),
+            chunks=(1, *target_shape) if target_shape else (4096,), dtype=dtype,
+            compression=params.get("compression") if target_shape else None,  # labels: tiny, kept plain
+        )
         self.file.attrs["mode"] = params["mode"]
         self.rows = 0
 
     def add(self, batch: dict[str, np.ndarray]) -> None:
         count = len(batch["label"])
         self.images.resize(self.rows + count, axis=0)
-        self.labels.resize(self.rows + count, axis=0)
+        self.targets.resize(self.rows + count, axis=0)
         self.images[self.rows :] = batch["image"]
-        self.labels[self.rows :] = batch["label"]
+        self.targets[self.rows :] = batch["mask"] if self.target_role == "masks" else batch["label"]
         self.rows += count
 
     def close(self) -> dict[str, ShardFile]:
@@ -72,29 +78,35 @@ class HDF5ShardWriter(ShardWriter):
 class HDF5ShardReader(ShardReader):
     def __init__(self, root: Path, manifest: Manifest):
         super().__init__(root, manifest)
-        self._shards: dict[int, tuple[Any, Any, np.ndarray]] = {}  # shard -> (file, images, labels)
+        self._shards: dict[int, tuple[Any, Any, Any]] = {}  # shard -> (file, images, labels or masks)
 
-    def _shard(self, shard: int) -> tuple[Any, Any, np.ndarray]:
+    def _shard(self, shard: int) -> tuple[Any, Any, Any]:
         if shard not in self._shards:
             import h5py
 
             file = h5py.File(self.root / self.manifest.shards[shard].files["images"].name, "r")
             # Dataset lookups cost as much as a small read: keep the handles, and the labels in memory.
-            self._shards[shard] = (file, file["images"], file["labels"][()])
+            targets = file["masks"] if self.dense else file["labels"][()]
+            self._shards[shard] = (file, file["images"], targets)
         return self._shards[shard]
 
-    def read(self, shard: int, row: int) -> tuple[np.ndarray, int]:
-        _, images, labels = self._shard(shard)
-        return images[row], int(labels[row])
+    def read(self, shard: int, row: int) -> tuple[np.ndarray, Any]:
+        _, images, targets = self._shard(shard)
+        return images[row], (targets[row] if self.dense else int(targets[row]))
 
     def read_rows(self, shard: int, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        _, images, labels = self._shard(shard)
-        out = np.empty((len(rows), *images.shape[1:]), dtype=images.dtype)
-        position = 0
-        for start, stop in contiguous_runs(rows):
-            images.read_direct(out, np.s_[start:stop], np.s_[position : position + stop - start])
-            position += stop - start
-        return out, labels[rows]
+        _, images, targets = self._shard(shard)
+        return _read_runs(images, rows), (_read_runs(targets, rows) if self.dense else targets[rows])
+
+
+def _read_runs(dataset: Any, rows: np.ndarray) -> np.ndarray:
+    """``dataset[rows]`` for sorted rows: one read per contiguous run, straight into the result."""
+    out = np.empty((len(rows), *dataset.shape[1:]), dtype=dataset.dtype)
+    position = 0
+    for start, stop in contiguous_runs(rows):
+        dataset.read_direct(out, np.s_[start:stop], np.s_[position : position + stop - start])
+        position += stop - start
+    return out
 
 
 def write_virtual_dataset(root: Path, shards: list[Shard], params: dict[str, Any]) -> dict[str, Any]:
@@ -102,21 +114,22 @@ def write_virtual_dataset(root: Path, shards: list[Shard], params: dict[str, Any
     import h5py
 
     row_shape = image_row_shape(params)
+    target_role, target_dtype, target_shape = target_layout(params)
     total = sum(shard.num_samples for shard in shards)
     images = h5py.VirtualLayout(shape=(total, *row_shape), dtype=np.uint8)
-    labels = h5py.VirtualLayout(shape=(total,), dtype=np.int64)
+    targets = h5py.VirtualLayout(shape=(total, *target_shape), dtype=target_dtype)
     start = 0
     for shard in shards:
         count = shard.num_samples
         if count:
             name = "./" + shard.files["images"].name  # relative: resolved beside dataset.h5
             images[start : start + count] = h5py.VirtualSource(name, "images", shape=(count, *row_shape))
-            labels[start : start + count] = h5py.VirtualSource(name, "labels", shape=(count,))
+            targets[start : start + count] = h5py.VirtualSource(name, target_role, shape=(count, *target_shape))
         start += count
     temporary = partial_path(root / VIRTUAL_DATASET)
     with h5py.File(temporary, "w", libver="latest") as file:
         file.create_virtual_dataset("images", images)
-        file.create_virtual_dataset("labels", labels)
+        file.create_virtual_dataset(target_role, targets)
     temporary.replace(root / VIRTUAL_DATASET)
     return {"virtual_dataset": VIRTUAL_DATASET}
 
@@ -127,6 +140,7 @@ HDF5 = Format(
     writer=HDF5ShardWriter,
     reader=HDF5ShardReader,
     file_roles=("images",),
+    dense_file_roles=("images",),
     required_params=("shape", "mode", "channels"),
     file_pattern=r"\.?images-\d+\.h5(\.partial)?|\.?dataset\.h5(\.partial)?",
     check_options=check_options,

@@ -10,7 +10,7 @@ import numpy as np
 import pyarrow as pa
 
 from raydsconv.errors import InvalidArgumentError
-from raydsconv.formats.arrow_table import batch_to_table, row_bytes_and_label, sample_schema
+from raydsconv.formats.arrow_table import batch_to_table, row_image_and_target, sample_schema
 from raydsconv.formats.base import Format, ShardReader, ShardWriter, commit_file, partial_path, shard_file_name
 from raydsconv.manifest import Manifest, ShardFile
 
@@ -29,7 +29,7 @@ class IpcShardWriter(ShardWriter):
         super().__init__(root, shard, params, classes)
         self.final = self.root / shard_file_name("samples", shard, ".arrow")
         self.temporary = partial_path(self.final)
-        self.schema = sample_schema(classes)
+        self.schema = sample_schema(classes, dense=bool(params.get("dense")))
         self.writer = pa.ipc.new_file(str(self.temporary), self.schema)
         self.pending: list[pa.Table] = []
         self.pending_rows = 0
@@ -81,7 +81,7 @@ class IpcShardReader(ShardReader):
         reader, ends = self._file(shard)
         index = int(np.searchsorted(ends, row, side="right"))
         start = int(ends[index - 1]) if index else 0
-        return row_bytes_and_label(reader.get_batch(index), row - start)  # zero-copy view of the map
+        return row_image_and_target(reader.get_batch(index), row - start)  # zero-copy view of the map
 
 
 IPC = Format(
@@ -90,6 +90,7 @@ IPC = Format(
     writer=IpcShardWriter,
     reader=IpcShardReader,
     file_roles=("samples",),
+    dense_file_roles=("samples",),
     file_pattern=r"\.?samples-\d+\.arrow(\.partial)?",
     check_options=check_options,
 )

@@ -1,5 +1,7 @@
 """memmap: per shard, ``images-XXXXX.npy`` (N, H, W, C) uint8 — (N, H, W) for single-channel modes —
-and ``labels-XXXXX.npy`` (N,) int64. Real .npy files: ``np.load(path, mmap_mode="r")`` opens them."""
+and ``labels-XXXXX.npy`` (N,) int64, or with dense labels ``masks-XXXXX.npy`` (N, H, W[, 3]) of the
+mask dtype (uint8, or uint16 for mask_mode "I;16"). Real .npy files: ``np.load(path, mmap_mode="r")``
+opens them."""
 
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ from raydsconv.formats.base import (
     shard_file_name,
 )
 from raydsconv.manifest import Manifest, ShardFile
+from raydsconv.masks import MaskSpec
 
 
 class NpyAppender:
@@ -64,60 +67,72 @@ def image_row_shape(params: dict[str, Any]) -> tuple[int, ...]:
     return (height, width) if channels == 1 else (height, width, channels)
 
 
+def target_layout(params: dict[str, Any]) -> tuple[str, np.dtype, tuple[int, ...]]:
+    """What is stored beside each image: (role, dtype, row shape) of the labels or the masks."""
+    if params.get("dense"):
+        spec = MaskSpec(params["mask_mode"], params["mask_pad_value"])
+        return "masks", spec.dtype, spec.array_shape(tuple(params["shape"]))
+    return "labels", np.dtype(np.int64), ()
+
+
 class MemmapShardWriter(ShardWriter):
     def __init__(self, root: Path, shard: int, params: dict[str, Any], classes: list[str]):
         super().__init__(root, shard, params, classes)
-        self.images_path = self.root / shard_file_name("images", shard, ".npy")
-        self.labels_path = self.root / shard_file_name("labels", shard, ".npy")
-        self.images = NpyAppender(partial_path(self.images_path), np.uint8, image_row_shape(params))
-        self.labels = NpyAppender(partial_path(self.labels_path), np.int64, ())
+        self.target_role, dtype, row_shape = target_layout(params)
+        self.final = {role: self.root / shard_file_name(role, shard, ".npy") for role in ("images", self.target_role)}
+        self.appenders = {
+            "images": NpyAppender(partial_path(self.final["images"]), np.uint8, image_row_shape(params)),
+            self.target_role: NpyAppender(partial_path(self.final[self.target_role]), dtype, row_shape),
+        }
 
     def add(self, batch: dict[str, np.ndarray]) -> None:
-        self.images.append(batch["image"])
-        self.labels.append(batch["label"].astype(np.int64, copy=False))
+        self.appenders["images"].append(batch["image"])
+        targets = batch["mask"] if self.target_role == "masks" else batch["label"]
+        self.appenders[self.target_role].append(targets.astype(self.appenders[self.target_role].dtype, copy=False))
 
     def close(self) -> dict[str, ShardFile]:
         files = {}
-        for role, appender, final in (("images", self.images, self.images_path), ("labels", self.labels, self.labels_path)):
+        for role, appender in self.appenders.items():
             appender.finish()
-            files[role] = commit_file(appender.path, final, self.root)
+            files[role] = commit_file(appender.path, self.final[role], self.root)
         return files
 
     def abort(self) -> None:
-        self.images.discard()
-        self.labels.discard()
+        for appender in self.appenders.values():
+            appender.discard()
 
 
 class MemmapShardReader(ShardReader):
     def __init__(self, root: Path, manifest: Manifest):
         super().__init__(root, manifest)
-        self._images: dict[int, np.ndarray] = {}
-        self._labels: dict[int, np.ndarray] = {}
+        self._arrays: dict[tuple[str, int], np.ndarray] = {}
 
-    def images(self, shard: int) -> np.ndarray:
-        """The shard's image array, memory-mapped read-only (opened on first use)."""
-        if shard not in self._images:
-            name = self.manifest.shards[shard].files["images"].name
-            self._images[shard] = np.load(self.root / name, mmap_mode="r")
-        return self._images[shard]
+    def _array(self, role: str, shard: int) -> np.ndarray:
+        """A shard's file, memory-mapped read-only (labels read whole: they are small), opened on first use."""
+        if (role, shard) not in self._arrays:
+            path = self.root / self.manifest.shards[shard].files[role].name
+            self._arrays[role, shard] = np.load(path) if role == "labels" else np.load(path, mmap_mode="r")
+        return self._arrays[role, shard]
 
-    def labels(self, shard: int) -> np.ndarray:
-        if shard not in self._labels:
-            name = self.manifest.shards[shard].files["labels"].name
-            self._labels[shard] = np.load(self.root / name)
-        return self._labels[shard]
-
-    def read(self, shard: int, row: int) -> tuple[np.ndarray, int]:
-        return np.array(self.images(shard)[row]), int(self.labels(shard)[row])
+    def read(self, shard: int, row: int) -> tuple[np.ndarray, Any]:
+        image = np.array(self._array("images", shard)[row])
+        if self.dense:
+            return image, np.array(self._array("masks", shard)[row])
+        return image, int(self._array("labels", shard)[row])
 
     def read_rows(self, shard: int, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        images = self.images(shard)
-        out = np.empty((len(rows), *images.shape[1:]), dtype=images.dtype)
-        position = 0
-        for start, stop in contiguous_runs(rows):
-            out[position : position + stop - start] = images[start:stop]
-            position += stop - start
-        return out, self.labels(shard)[rows]
+        targets = self._array("masks" if self.dense else "labels", shard)
+        return _gather(self._array("images", shard), rows), _gather(targets, rows)
+
+
+def _gather(array: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """``array[rows]`` for sorted rows of a memory map: one copy per contiguous run."""
+    out = np.empty((len(rows), *array.shape[1:]), dtype=array.dtype)
+    position = 0
+    for start, stop in contiguous_runs(rows):
+        out[position : position + stop - start] = array[start:stop]
+        position += stop - start
+    return out
 
 
 MEMMAP = Format(
@@ -126,6 +141,7 @@ MEMMAP = Format(
     writer=MemmapShardWriter,
     reader=MemmapShardReader,
     file_roles=("images", "labels"),
+    dense_file_roles=("images", "masks"),
     required_params=("shape", "mode", "channels"),
-    file_pattern=r"\.?(images|labels)-\d+\.npy(\.partial)?",
+    file_pattern=r"\.?(images|labels|masks)-\d+\.npy(\.partial)?",
 )

@@ -12,7 +12,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from raydsconv.errors import InvalidArgumentError
-from raydsconv.formats.arrow_table import batch_to_table, row_bytes_and_label, sample_schema
+from raydsconv.formats.arrow_table import batch_to_table, row_image_and_target, sample_schema
 from raydsconv.formats.base import Format, ShardReader, ShardWriter, commit_file, partial_path, shard_file_name
 from raydsconv.manifest import Manifest, ShardFile
 
@@ -31,7 +31,7 @@ class ParquetShardWriter(ShardWriter):
         super().__init__(root, shard, params, classes)
         self.final = self.root / shard_file_name("samples", shard, ".parquet")
         self.temporary = partial_path(self.final)
-        self.schema = sample_schema(classes)
+        self.schema = sample_schema(classes, dense=bool(params.get("dense")))
         # Images are already compressed: page compression would cost time and save nothing.
         self.writer = pq.ParquetWriter(self.temporary, self.schema, compression="none",
                                        use_dictionary=["path", "source_format"])
@@ -77,9 +77,9 @@ class ParquetShardReader(ShardReader):
         file, ends = self._file(shard)
         group = int(np.searchsorted(ends, row, side="right"))
         if self._cached is None or self._cached[:2] != (shard, group):
-            self._cached = (shard, group, file.read_row_group(group, columns=["image", "label"]))
+            self._cached = (shard, group, file.read_row_group(group, columns=["image", "mask" if self.dense else "label"]))
         start = int(ends[group - 1]) if group else 0
-        return row_bytes_and_label(self._cached[2], row - start)
+        return row_image_and_target(self._cached[2], row - start)
 
 
 PARQUET = Format(
@@ -88,6 +88,7 @@ PARQUET = Format(
     writer=ParquetShardWriter,
     reader=ParquetShardReader,
     file_roles=("samples",),
+    dense_file_roles=("samples",),
     file_pattern=r"\.?samples-\d+\.parquet(\.partial)?",
     check_options=check_options,
 )

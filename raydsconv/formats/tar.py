@@ -1,11 +1,12 @@
 """tar: per shard, ``samples-XXXXX.tar`` in the WebDataset layout. Each sample is three adjacent
 members: ``{key}.{ext}`` (the original image bytes, ext from the detected format), ``{key}.cls``
-(the label as text) and ``{key}.json`` (source path, class name, size). ``key`` is the sample's
+(the label as text) and ``{key}.json`` (source path, class name, size); with dense labels
+``{key}.mask.{ext}`` (the mask file's bytes) takes the place of ``.cls``. ``key`` is the sample's
 global input number, zero-padded to 9 digits. Members are written deterministically (mtime 0,
 owner root) so the same input gives the same bytes.
 
-The random-access reader never scans a tar: the byte offset and size of each image member are
-recorded in the index at write time, and read back with ``os.pread`` (no shared file position,
+The random-access reader never scans a tar: the byte offset and size of each image (and mask)
+member are recorded in the index at write time, and read back with ``os.pread`` (no shared file position,
 so forked DataLoader workers cannot disturb one another)."""
 
 from __future__ import annotations
@@ -35,8 +36,10 @@ class TarShardWriter(ShardWriter):
         self.final = self.root / shard_file_name("samples", shard, ".tar")
         self.temporary = partial_path(self.final)
         self.tar = tarfile.open(self.temporary, "w", format=tarfile.USTAR_FORMAT)
-        self.offsets: list[int] = []
-        self.sizes: list[int] = []
+        self.dense = bool(params.get("dense"))
+        self.placement: dict[str, list[int]] = {"data_offset": [], "data_size": []}
+        if self.dense:
+            self.placement.update(mask_offset=[], mask_size=[])
 
     def _add_member(self, name: str, data: bytes) -> int:
         """Append one member; return the offset of its data in the file."""
@@ -47,15 +50,23 @@ class TarShardWriter(ShardWriter):
         self.tar.addfile(info, io.BytesIO(data))
         return offset
 
+    def _add_placed(self, name: str, data: bytes, column: str) -> None:
+        """A member whose place the index records, for reading without scanning the tar."""
+        self.placement[f"{column}_offset"].append(self._add_member(name, data))
+        self.placement[f"{column}_size"].append(len(data))
+
     def add(self, batch: dict[str, np.ndarray]) -> None:
         for i in range(len(batch["label"])):
-            key, label, data = sample_key(int(batch["candidate"][i])), int(batch["label"][i]), batch["data"][i]
-            self.offsets.append(self._add_member(f"{key}.{batch['extension'][i]}", data))
-            self.sizes.append(len(data))
-            self._add_member(f"{key}.cls", str(label).encode())
-            name = self.classes[label] if label < len(self.classes) else str(label)
-            description = {"path": str(batch["path"][i]), "class": name, "label": label,
-                           "width": int(batch["width"][i]), "height": int(batch["height"][i])}
+            key, label = sample_key(int(batch["candidate"][i])), int(batch["label"][i])
+            self._add_placed(f"{key}.{batch['extension'][i]}", batch["data"][i], "data")
+            description = {"path": str(batch["path"][i])}
+            if self.dense:
+                self._add_placed(f"{key}.mask.{batch['mask_extension'][i]}", batch["mask_data"][i], "mask")
+            else:
+                self._add_member(f"{key}.cls", str(label).encode())
+                name = self.classes[label] if label < len(self.classes) else str(label)
+                description.update({"class": name, "label": label})
+            description.update(width=int(batch["width"][i]), height=int(batch["height"][i]))
             self._add_member(f"{key}.json", json.dumps(description).encode())
 
     def close(self) -> dict[str, ShardFile]:
@@ -67,8 +78,7 @@ class TarShardWriter(ShardWriter):
         self.temporary.unlink(missing_ok=True)
 
     def index_columns(self) -> dict[str, np.ndarray]:
-        return {"data_offset": np.asarray(self.offsets, dtype=np.int64),
-                "data_size": np.asarray(self.sizes, dtype=np.int64)}
+        return {name: np.asarray(values, dtype=np.int64) for name, values in self.placement.items()}
 
 
 class TarShardReader(ShardReader):
@@ -76,19 +86,22 @@ class TarShardReader(ShardReader):
         super().__init__(root, manifest)
         import pyarrow.parquet as pq
 
-        index = pq.read_table(self.root / manifest.index_file, columns=["label", "data_offset", "data_size"])
-        self._label = index.column("label").to_numpy()
-        self._offset = index.column("data_offset").to_numpy()
-        self._size = index.column("data_size").to_numpy()
+        placed = ["data_offset", "data_size", *(["mask_offset", "mask_size"] if self.dense else [])]
+        index = pq.read_table(self.root / manifest.index_file, columns=["label", *placed])
+        self._index = {name: index.column(name).to_numpy() for name in index.column_names}
         self._starts = np.concatenate([[0], np.cumsum([s.num_samples for s in manifest.shards])])
         self._descriptors: dict[int, int] = {}
 
-    def read(self, shard: int, row: int) -> tuple[bytes, int]:
+    def _member(self, shard: int, sample: int, column: str) -> bytes:
         if shard not in self._descriptors:
             self._descriptors[shard] = os.open(self.root / self.manifest.shards[shard].files["samples"].name, os.O_RDONLY)
+        size, offset = int(self._index[f"{column}_size"][sample]), int(self._index[f"{column}_offset"][sample])
+        return os.pread(self._descriptors[shard], size, offset)
+
+    def read(self, shard: int, row: int) -> tuple[bytes, int | bytes]:
         sample = int(self._starts[shard]) + row
-        data = os.pread(self._descriptors[shard], int(self._size[sample]), int(self._offset[sample]))
-        return data, int(self._label[sample])
+        target = self._member(shard, sample, "mask") if self.dense else int(self._index["label"][sample])
+        return self._member(shard, sample, "data"), target
 
     def __del__(self) -> None:
         for descriptor in self._descriptors.values():
@@ -101,5 +114,6 @@ TAR = Format(
     writer=TarShardWriter,
     reader=TarShardReader,
     file_roles=("samples",),
+    dense_file_roles=("samples",),
     file_pattern=r"\.?samples-\d+\.tar(\.partial)?",
 )
