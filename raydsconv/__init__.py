@@ -23,6 +23,12 @@ _EXPORTS = {
     "ParquetConverter": "raydsconv.converters",
     "IpcConverter": "raydsconv.converters",
     "TarConverter": "raydsconv.converters",
+    "DenseMemmapConverter": "raydsconv.converters",
+    "DenseHDF5Converter": "raydsconv.converters",
+    "DenseParquetConverter": "raydsconv.converters",
+    "DenseIpcConverter": "raydsconv.converters",
+    "DenseTarConverter": "raydsconv.converters",
+    "SegmentationFolder": "raydsconv.sources.segmentation",
     "open_dataset": "raydsconv.reading.dataset",
     "collate": "raydsconv.reading.dataset",
     "ShardAwareSampler": "raydsconv.reading.sampler",
@@ -33,6 +39,11 @@ _EXPORTS = {
     "ParquetReader": "raydsconv.reading.dataset",
     "IpcReader": "raydsconv.reading.dataset",
     "TarReader": "raydsconv.reading.dataset",
+    "DenseMemmapReader": "raydsconv.reading.dataset",
+    "DenseHDF5Reader": "raydsconv.reading.dataset",
+    "DenseParquetReader": "raydsconv.reading.dataset",
+    "DenseIpcReader": "raydsconv.reading.dataset",
+    "DenseTarReader": "raydsconv.reading.dataset",
     "ImageSpec": "raydsconv.images",
     "ResizeAndConvert": "raydsconv.images",
     "Manifest": "raydsconv.manifest",
@@ -49,6 +60,11 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from raydsconv.converters import (
         ConverterFixedSize,
         ConverterFlexibleSize,
+        DenseHDF5Converter,
+        DenseIpcConverter,
+        DenseMemmapConverter,
+        DenseParquetConverter,
+        DenseTarConverter,
         HDF5Converter,
         Hdf5Converter,
         IpcConverter,
@@ -59,9 +75,15 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from raydsconv.errors import ConversionError, InvalidArgumentError, ManifestError, RaydsconvError
     from raydsconv.images import ImageSpec, ResizeAndConvert
     from raydsconv.manifest import Manifest
+    from raydsconv.sources.segmentation import SegmentationFolder
     from raydsconv.reading.ray_iteration import read_ray
     from raydsconv.reading.sampler import ShardAwareSampler
     from raydsconv.reading.dataset import (
+        DenseHDF5Reader,
+        DenseIpcReader,
+        DenseMemmapReader,
+        DenseParquetReader,
+        DenseTarReader,
         HDF5Reader,
         IpcReader,
         MemmapReader,

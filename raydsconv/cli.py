@@ -24,7 +24,8 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_OneLineParser)
 
     convert = commands.add_parser("convert", help="convert an image folder into a sharded dataset")
-    convert.add_argument("source", help="image folder with one sub-folder per class, or an (uncompressed) tar of one")
+    convert.add_argument("source", help="image folder with one sub-folder per class, or an (uncompressed) tar of one; "
+                         "with --dense a folder of images/ and masks/ (or VOC's JPEGImages/ and SegmentationClass/)")
     convert.add_argument("output", help="dataset directory to create")
     convert.add_argument("--format", default="memmap",
                          help="output format(s): memmap, hdf5, parquet, ipc, tar; several as memmap,parquet")
@@ -42,6 +43,12 @@ def _parser() -> argparse.ArgumentParser:
                          help="flexible formats: decode every image (full, default) or check headers only")
     convert.add_argument("--root-in-archive", help="tar source: the folder inside the archive holding the classes")
     convert.add_argument("--hdf5-compression", choices=["gzip", "lzf"], help="compress hdf5 shards")
+    convert.add_argument("--dense", action="store_true", help="segmentation: every image has a mask, matched by name")
+    convert.add_argument("--split", help="with --dense: a file naming the samples to take, one per line (VOC's ImageSets)")
+    convert.add_argument("--mask-mode", default="L", choices=["L", "I;16", "RGB"],
+                         help="with --dense: uint8 class indices (L, default), uint16 ones (I;16) or colours (RGB)")
+    convert.add_argument("--mask-pad-value", type=int, default=255,
+                         help="with --dense and --resize pad: the masks' letterbox value (default: 255)")
     convert.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
     info = commands.add_parser("info", help="describe a converted dataset")
@@ -89,9 +96,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _convert(args: argparse.Namespace) -> int:
     from raydsconv.conversion import convert
+    from raydsconv.sources import SegmentationFolder
 
+    if args.split and not args.dense:
+        raise InvalidArgumentError("--split needs --dense")
     report = convert(
-        args.source,
+        SegmentationFolder(args.source, split=args.split) if args.split else args.source,
         args.output,
         format=args.format,
         shape=tuple(args.shape) if args.shape else None,
@@ -108,6 +118,9 @@ def _convert(args: argparse.Namespace) -> int:
         root_in_archive=args.root_in_archive,
         format_options={"hdf5": {"compression": args.hdf5_compression}} if args.hdf5_compression else None,
         progress=not args.no_progress,
+        dense=args.dense,
+        mask_mode=args.mask_mode,
+        mask_pad_value=args.mask_pad_value,
     )
     print(report.summary())
     return 0
@@ -172,6 +185,8 @@ def _print_info(info: dict) -> None:
           f"{info['bytes'] / 1e6:.1f} MB")
     if "shape" in params:
         print(f"  images: {params['shape'][0]}x{params['shape'][1]} (height x width) {params['mode']}, resize={params['resize']}")
+    if params.get("dense"):
+        print(f"  dense labels: masks of mode {params['mask_mode']}")
     names = ", ".join(info["classes"][:10]) + (", ..." if len(info["classes"]) > 10 else "")
     print(f"  classes ({len(info['classes'])}): {names}")
     print(f"  source: {info['source'].get('kind')} {info['source'].get('root', '')}")

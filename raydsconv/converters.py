@@ -5,6 +5,9 @@ im_mode).convert()`` runs the Ray pipeline: ``batch_size`` is the number of imag
 call inside a task (any value; it need not divide ``images_per_file``), ``num_workers`` caps the
 number of concurrent tasks. Any other keyword of ``raydsconv.convert`` may be passed too.
 
+The ``Dense*`` converters take segmentation data (a folder of images/ and masks/, or a torch
+Dataset of (image, mask)): ``convert(..., dense=True)``.
+
 A new format is added by writing its ShardWriter/ShardReader and registering it in
 ``raydsconv.formats.FORMATS``; a converter class for it is one subclass naming the format.
 """
@@ -19,6 +22,7 @@ from raydsconv.conversion import ConversionReport, convert
 
 class _Converter:
     format: ClassVar[str]
+    dense: ClassVar[bool] = False
 
     def __init__(self, input_data: Any, output_path: str | os.PathLike, images_per_file: int = 1000,
                  batch_size: int = 32, num_workers: int | None = None, **options: Any):
@@ -31,7 +35,7 @@ class _Converter:
 
     def convert(self) -> ConversionReport:
         return convert(self.input_data, self.output_path, format=self.format, images_per_file=self.images_per_file,
-                       batch_size=self.batch_size, num_workers=self.num_workers, **self.options)
+                       batch_size=self.batch_size, num_workers=self.num_workers, dense=self.dense, **self.options)
 
 
 class ConverterFixedSize(_Converter):
@@ -76,3 +80,23 @@ class IpcConverter(ConverterFlexibleSize):
 
 class TarConverter(ConverterFlexibleSize):
     format = "tar"
+
+
+class DenseMemmapConverter(MemmapConverter):
+    dense = True
+
+
+class DenseHDF5Converter(HDF5Converter):
+    dense = True
+
+
+class DenseParquetConverter(ParquetConverter):
+    dense = True
+
+
+class DenseIpcConverter(IpcConverter):
+    dense = True
+
+
+class DenseTarConverter(TarConverter):
+    dense = True

@@ -21,22 +21,30 @@ from raydsconv.errors import InvalidArgumentError, ManifestError, UnsupportedFor
 from raydsconv.formats import Format, ShardReader, get_format
 from raydsconv.images import decode_rgb
 from raydsconv.manifest import FORMATS_NAME, Manifest, load_manifest
+from raydsconv.masks import MaskSpec, mask_array, mask_image
 
 
 OUTPUTS = ("pil", "numpy", "tensor", "bytes")
 
 
 class ShardedDataset(Dataset):
-    """``ds[i] -> (image, label)`` over a dataset written by raydsconv.
+    """``ds[i] -> (image, label)`` over a dataset written by raydsconv; ``(image, mask)`` for one
+    with dense labels.
 
     Args:
         dataset_path: the dataset directory (the one holding ``manifest.json``).
         transform: applied to the image, as with torchvision's ImageFolder.
-        target_transform: applied to the label.
+        target_transform: applied to the label (or the mask).
+        transforms: instead of those two, one callable ``(image, target) -> (image, target)``, as
+            torchvision's ``VOCSegmentation`` takes: for geometric augmentation of image and mask
+            together (e.g. ``torchvision.transforms.v2``, which resizes masks with nearest).
         output: what an image is: ``"pil"`` (default, as ImageFolder gives), ``"numpy"``
             (H, W, C) uint8, ``"tensor"`` (C, H, W) uint8 ``torch.Tensor`` (ready for
             ``torchvision.transforms.v2`` or the GPU), or ``"bytes"`` (the stored file, flexible
             formats only, e.g. for ``torchvision.io.decode_jpeg(..., device="cuda")``).
+            A mask comes in the same kind: a PIL image of its values (mode L, I;16 or RGB), an
+            (H, W[, 3]) array, a ``torchvision.tv_tensors.Mask`` ((H, W), or (3, H, W) for RGB
+            masks; uint16 masks as int32), or its stored PNG bytes.
         draft: flexible formats, opt-in: ``(height, width)`` your transform needs at least. JPEGs
             are then decoded by libjpeg at the smallest 1/2, 1/4 or 1/8 scale that is still that
             large — several times faster for big images, and slightly different pixels.
@@ -48,6 +56,7 @@ class ShardedDataset(Dataset):
     """
 
     format_name: ClassVar[str | None] = None  # subclasses pin a format; None accepts any
+    dense_only: ClassVar[bool] = False  # the Dense* readers accept only datasets with masks
 
     def __init__(
         self,
@@ -55,12 +64,16 @@ class ShardedDataset(Dataset):
         transform: Callable[[Any], Any] | None = None,
         target_transform: Callable[[Any], Any] | None = None,
         *,
+        transforms: Callable[[Any, Any], tuple[Any, Any]] | None = None,
         output: str = "pil",
         draft: tuple[int, int] | None = None,
     ):
+        if transforms is not None and (transform is not None or target_transform is not None):
+            raise InvalidArgumentError("give transforms, or transform/target_transform, not both")
         self.dataset_path = Path(dataset_path)
         self.transform = transform
         self.target_transform = target_transform
+        self.transforms = transforms
         self.output = output
         self.draft = None if draft is None else (int(draft[0]), int(draft[1]))
         self.manifest: Manifest = load_manifest(self.dataset_path)
@@ -69,6 +82,9 @@ class ShardedDataset(Dataset):
                 f"{self.dataset_path}: holds format {self.manifest.format!r}, not {self.format_name!r}; "
                 "use raydsconv.open_dataset() to pick the right reader"
             )
+        if self.dense_only and not self.dense:
+            raise ManifestError(f"{self.dataset_path}: holds class labels, not masks; use "
+                                f"{type(self).__name__.removeprefix('Dense')} or raydsconv.open_dataset()")
         self._format = _checked_format(self.dataset_path, self.manifest)
         if output not in OUTPUTS or (output == "bytes" and self._format.fixed_size):
             choices = OUTPUTS[:-1] if self._format.fixed_size else OUTPUTS
@@ -92,6 +108,11 @@ class ShardedDataset(Dataset):
     def mode(self) -> str | None:
         return self.manifest.params.get("mode")
 
+    @property
+    def dense(self) -> bool:
+        """Whether samples have a mask (segmentation) rather than a class label."""
+        return bool(self.manifest.params.get("dense"))
+
     def __len__(self) -> int:
         return self.manifest.num_samples
 
@@ -112,8 +133,8 @@ class ShardedDataset(Dataset):
         return self._reader
 
     def __getitem__(self, index: int) -> tuple[Any, Any]:
-        payload, label = self._shard_reader().read(*self.locate(int(index)))
-        return self._sample(self._as_output(payload), label)
+        payload, target = self._shard_reader().read(*self.locate(int(index)))
+        return self._sample(self._as_output(payload), self._as_target(target))
 
     def __getitems__(self, indices: list[int]) -> list[tuple[Any, Any]]:
         """A whole batch in one call (DataLoader uses it): rows read shard by shard, in runs."""
@@ -124,31 +145,30 @@ class ShardedDataset(Dataset):
         shards = np.searchsorted(self._shard_ends, indices, side="right")
         rows = indices - np.concatenate([[0], self._shard_ends])[shards]
         reader = self._shard_reader()
-        payloads: Any = [None] * len(indices)  # fixed-size formats: one (N, H, W[, C]) array
-        labels = np.empty(len(indices), dtype=np.int64)
+        payloads = _Gathered(len(indices))  # fixed-size formats: one (N, H, W[, C]) array
+        targets = _Gathered(len(indices))  # labels, or masks
         for shard in np.unique(shards):
             positions = np.flatnonzero(shards == shard)
             positions = positions[np.argsort(rows[positions], kind="stable")]
-            read, labels[positions] = reader.read_rows(int(shard), rows[positions])
-            if isinstance(read, np.ndarray):
-                if isinstance(payloads, list):
-                    payloads = np.empty((len(indices), *read.shape[1:]), dtype=read.dtype)
-                payloads[positions] = read
-            else:
-                for position, payload in zip(positions, read):
-                    payloads[position] = payload
-        if isinstance(payloads, np.ndarray) and self.output in ("numpy", "tensor") and self.transform is None:
-            return self._stacked(payloads, labels)
-        return [self._sample(self._as_output(payload), int(label)) for payload, label in zip(payloads, labels)]
+            read_images, read_targets = reader.read_rows(int(shard), rows[positions])
+            payloads.put(positions, read_images)
+            targets.put(positions, read_targets)
+        images, targets = payloads.values, targets.values
+        plain = self.transform is None and self.transforms is None and (self.target_transform is None or not self.dense)
+        if isinstance(images, np.ndarray) and self.output in ("numpy", "tensor") and plain:
+            return self._stacked(images, targets)
+        return [self._sample(self._as_output(image), self._as_target(target)) for image, target in zip(images, targets)]
 
-    def _stacked(self, pixels: np.ndarray, labels: np.ndarray) -> "StackedSamples":
+    def _stacked(self, pixels: np.ndarray, targets: np.ndarray) -> "StackedSamples":
         images: Any = torch.from_numpy(pixels)
         if self.output == "tensor":
-            images = images.permute(0, 3, 1, 2) if images.dim() == 4 else images.unsqueeze(1)
+            images = _channels_first(images, batched=True)
         else:
             images = images.numpy()
-        targets = [int(label) if self.target_transform is None else self.target_transform(int(label)) for label in labels]
-        return StackedSamples(images, targets)
+        if self.dense:
+            return StackedSamples(images, self._as_target(targets))
+        labels = [int(label) if self.target_transform is None else self.target_transform(int(label)) for label in targets]
+        return StackedSamples(images, labels)
 
     def _as_output(self, payload: Any) -> Any:
         if self.output == "bytes":
@@ -164,15 +184,35 @@ class ShardedDataset(Dataset):
             pixels = np.asarray(image)
         if self.output == "numpy":
             return pixels
-        tensor = torch.from_numpy(np.ascontiguousarray(pixels))
-        return tensor.permute(2, 0, 1) if tensor.dim() == 3 else tensor.unsqueeze(0)
+        return _channels_first(torch.from_numpy(np.ascontiguousarray(pixels)))
 
-    def _sample(self, image: Any, label: int) -> tuple[Any, Any]:
-        target: Any = label
+    def _as_target(self, target: Any) -> Any:
+        """A label as an int; a mask (stored pixels or file bytes) in the kind ``output`` asks for."""
+        if not self.dense:
+            return int(target)
+        if self.output == "bytes":
+            return target
+        mask = target if isinstance(target, np.ndarray) else mask_array(target, self._mask_spec)
+        if self.output == "pil":
+            return mask_image(mask)
+        if self.output == "numpy":
+            return mask
+        from torchvision import tv_tensors
+
+        tensor = torch.from_numpy(mask.astype(np.int32) if mask.dtype == np.uint16 else np.ascontiguousarray(mask))
+        return tv_tensors.Mask(tensor.movedim(-1, -3) if self._mask_spec.channels == 3 else tensor)
+
+    @property
+    def _mask_spec(self) -> MaskSpec:
+        return MaskSpec(self.manifest.params["mask_mode"])
+
+    def _sample(self, image: Any, target: Any) -> tuple[Any, Any]:
         if self.transform is not None:
             image = self.transform(image)
         if self.target_transform is not None:
             target = self.target_transform(target)
+        if self.transforms is not None:
+            image, target = self.transforms(image, target)
         return image, target
 
     def read_bytes(self, index: int) -> bytes:
@@ -228,24 +268,51 @@ def _allow_open_shards(count: int) -> None:
 
 
 class StackedSamples(list):
-    """A batch read into one array: a list of (image, label) like any batch (so the default collate
-    works), which also keeps the array so that ``raydsconv.collate`` need not stack it again."""
+    """A batch read into one array: a list of (image, target) like any batch (so the default collate
+    works), which also keeps the arrays so that ``raydsconv.collate`` need not stack them again."""
 
-    def __init__(self, images: Any, labels: list[Any]):
-        super().__init__(zip(images, labels))
+    def __init__(self, images: Any, targets: Any):
+        super().__init__(zip(images, targets))
         self.images = images
-        self.labels = labels
+        self.targets = targets  # a list of labels, or the masks as one array or tensor
 
 
 def collate(batch: list[tuple[Any, Any]]) -> Any:
-    """DataLoader ``collate_fn``: a StackedSamples batch as (images, labels) without another copy;
+    """DataLoader ``collate_fn``: a StackedSamples batch as (images, targets) without another copy;
     anything else as torch's ``default_collate`` does."""
     from torch.utils.data import default_collate
 
     if isinstance(batch, StackedSamples):
-        images = batch.images if isinstance(batch.images, torch.Tensor) else torch.from_numpy(batch.images)
-        return images, default_collate(batch.labels)
+        return _as_tensor(batch.images), (default_collate(batch.targets) if isinstance(batch.targets, list)
+                                          else _as_tensor(batch.targets))
     return default_collate(batch)
+
+
+def _as_tensor(values: Any) -> torch.Tensor:
+    return values if isinstance(values, torch.Tensor) else torch.from_numpy(values)
+
+
+def _channels_first(pixels: torch.Tensor, batched: bool = False) -> torch.Tensor:
+    """(…, H, W, C) -> (…, C, H, W); single-channel (…, H, W) -> (…, 1, H, W)."""
+    if pixels.dim() == (4 if batched else 3):
+        return pixels.movedim(-1, -3)
+    return pixels.unsqueeze(-3)
+
+
+class _Gathered:
+    """Values of a batch arriving shard by shard: one array when they are arrays, else a list."""
+
+    def __init__(self, count: int):
+        self.values: Any = [None] * count
+
+    def put(self, positions: np.ndarray, read: Any) -> None:
+        if isinstance(read, np.ndarray):
+            if isinstance(self.values, list):
+                self.values = np.empty((len(self.values), *read.shape[1:]), dtype=read.dtype)
+            self.values[positions] = read
+        else:
+            for position, value in zip(positions, read):
+                self.values[position] = value
 
 
 def _checked_format(root: Path, manifest: Manifest) -> Format:
@@ -260,7 +327,7 @@ def _checked_format(root: Path, manifest: Manifest) -> Format:
     if missing:
         raise ManifestError(f"{where}: params lack {', '.join(missing)}, which format {fmt.name!r} needs")
     for shard in manifest.shards:
-        roles = [role for role in fmt.file_roles if role not in shard.files]
+        roles = [role for role in fmt.roles(manifest.params) if role not in shard.files]
         if roles:
             raise ManifestError(f"{where}: shard {shard.index} lacks its {', '.join(roles)} file")
     return fmt
@@ -296,8 +363,34 @@ class TarReader(ShardedDataset):
     format_name = "tar"
 
 
-_READERS: dict[str, type[ShardedDataset]] = {
-    reader.format_name: reader for reader in (MemmapReader, HDF5Reader, ParquetReader, IpcReader, TarReader)
+class DenseMemmapReader(MemmapReader):
+    """Reads a ``memmap`` dataset with masks: ``(image, mask)`` (the predecessor's name)."""
+
+    dense_only = True
+
+
+class DenseHDF5Reader(HDF5Reader):
+    dense_only = True
+
+
+class DenseParquetReader(ParquetReader):
+    dense_only = True
+
+
+class DenseIpcReader(IpcReader):
+    """Reads an ``ipc`` dataset with masks: ``(image, mask)`` (the predecessor's name)."""
+
+    dense_only = True
+
+
+class DenseTarReader(TarReader):
+    dense_only = True
+
+
+_READERS: dict[tuple[str, bool], type[ShardedDataset]] = {
+    (reader.format_name, reader.dense_only): reader
+    for reader in (MemmapReader, HDF5Reader, ParquetReader, IpcReader, TarReader, DenseMemmapReader,
+                   DenseHDF5Reader, DenseParquetReader, DenseIpcReader, DenseTarReader)
 }
 
 
@@ -306,6 +399,7 @@ def open_dataset(
     transform: Callable[[Any], Any] | None = None,
     target_transform: Callable[[Any], Any] | None = None,
     *,
+    transforms: Callable[[Any, Any], tuple[Any, Any]] | None = None,
     format: str | None = None,
     output: str = "pil",
     draft: tuple[int, int] | None = None,
@@ -324,5 +418,6 @@ def open_dataset(
     manifest = load_manifest(root, check_files=False)
     if format is not None and manifest.format != format:
         raise ManifestError(f"{root} holds format {manifest.format!r}, not {format!r}")
-    reader = _READERS.get(manifest.format, ShardedDataset)
-    return reader(root, transform=transform, target_transform=target_transform, output=output, draft=draft)
+    reader = _READERS.get((manifest.format, bool(manifest.params.get("dense"))), ShardedDataset)
+    return reader(root, transform=transform, target_transform=target_transform, transforms=transforms,
+                  output=output, draft=draft)

@@ -1,8 +1,9 @@
-"""A converted dataset as a ``ray.data.Dataset`` (columns ``image`` and ``label``), read in parallel,
-one read task per shard, through the same ShardReaders the torch Datasets use.
+"""A converted dataset as a ``ray.data.Dataset`` (columns ``image`` and ``label``, or ``image`` and
+``mask`` for dense labels), read in parallel, one read task per shard, through the same ShardReaders
+the torch Datasets use.
 
-Fixed-size formats give ``image`` as (H, W[, C]) uint8 tensors; flexible ones give the decoded
-image (``decode=True``, RGB, sizes vary) or the stored file bytes (``decode=False``). Works with
+Fixed-size formats give ``image`` (and ``mask``) as (H, W[, C]) tensors; flexible ones give the
+decoded image and mask (``decode=True``, sizes vary) or the stored file bytes (``decode=False``). Works with
 ``iter_batches``, ``iter_torch_batches`` (needs ``ray[train]``) and ``streaming_split`` for Ray Train.
 Rows come in the manifest's order when ``DataContext.execution_options.preserve_order`` is set.
 """
@@ -32,14 +33,21 @@ def _shard_datasource(reader: Any, decode: bool, rows_per_block: int):
     from ray.data.block import BlockAccessor, BlockMetadata
     from ray.data.datasource import Datasource, ReadTask
 
+    from raydsconv.images import decode_rgb
+    from raydsconv.masks import MaskSpec, mask_array
+
+    mask_spec = MaskSpec(reader.manifest.params["mask_mode"]) if reader.dense else None
+
     def read_shard(shard: int) -> Iterator[Any]:
         shard_reader = reader._shard_reader()
         rows = np.arange(reader.manifest.shards[shard].num_samples)
         for start in range(0, len(rows), rows_per_block):
-            payloads, labels = shard_reader.read_rows(shard, rows[start : start + rows_per_block])
-            if not isinstance(payloads, np.ndarray):
-                payloads = _decoded(payloads) if decode else np.array(payloads, dtype=object)
-            yield BlockAccessor.batch_to_block({"image": payloads, "label": labels})
+            images, targets = shard_reader.read_rows(shard, rows[start : start + rows_per_block])
+            if not isinstance(images, np.ndarray):
+                images = _decoded(images, decode_rgb) if decode else _objects(images)
+            if reader.dense and not isinstance(targets, np.ndarray):
+                targets = _decoded(targets, lambda data: mask_array(data, mask_spec)) if decode else _objects(targets)
+            yield BlockAccessor.batch_to_block({"image": images, "mask" if reader.dense else "label": targets})
 
     class ShardDatasource(Datasource):
         def estimate_inmemory_data_size(self) -> int:
@@ -62,10 +70,14 @@ def _shard_datasource(reader: Any, decode: bool, rows_per_block: int):
     return ShardDatasource()
 
 
-def _decoded(payloads: list[bytes]) -> np.ndarray:
-    from raydsconv.images import decode_rgb
-
-    images = np.empty(len(payloads), dtype=object)  # ragged: every image keeps its own size
+def _decoded(payloads: list[bytes], decode: Any) -> np.ndarray:
+    arrays = np.empty(len(payloads), dtype=object)  # ragged: every image keeps its own size
     for i, data in enumerate(payloads):
-        images[i] = np.asarray(decode_rgb(data))
-    return images
+        arrays[i] = np.asarray(decode(data))
+    return arrays
+
+
+def _objects(payloads: list[bytes]) -> np.ndarray:
+    values = np.empty(len(payloads), dtype=object)
+    values[:] = payloads
+    return values
