@@ -71,7 +71,7 @@ def job_processes(job: str) -> list[int]:
 @pytest.mark.usefixtures("ray_session")
 def test_two_node_job_writes_the_bytes_of_an_embedded_run(small_folder, tmp_path):
     options = ("--shape", "16", "16", "--images-per-file", "2", "--no-progress")
-    code, job, log = sbatch(tmp_path, str(small_folder), str(tmp_path / "slurm"), *options)
+    code, _, log = sbatch(tmp_path, str(small_folder), str(tmp_path / "slurm"), *options)
     assert code == 0, log[-4000:]
     assert "by 2 Ray nodes" in log, "both nodes should have written shards:\n" + log[-3000:]
     assert re.search(r"cluster ready in [\d.]+ s", log) and re.search(r"teardown [\d.]+ s", log)
