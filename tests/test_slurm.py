@@ -3,6 +3,7 @@ this host (CI does so in .ci/run). Without SLURM these tests skip, unless RAYDSC
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import shutil
@@ -21,20 +22,29 @@ CONVERT_SBATCH = ROOT / "jobs" / "slurm" / "convert.sbatch"
 LOCAL_CONF = Path(os.environ.get("RAYDSCONV_SLURM_DIR", "/tmp/raydsconv-slurm")) / "slurm.conf"
 
 
-def slurm_env() -> dict:
-    """The environment for sbatch, or a skip (a failure under RAYDSCONV_REQUIRE_SLURM=1)."""
+@functools.cache
+def find_slurm() -> tuple[dict, str | None]:
+    """The environment for sbatch, and what is missing for these tests (None: nothing)."""
     env = {**os.environ, "RAYDSCONV_PYTHON": sys.executable, "RAY_AUTH_MODE": "disabled"}
     env.pop("RAY_ADDRESS", None)  # the test session's embedded Ray
     if "SLURM_CONF" not in env and LOCAL_CONF.is_file():
         env["SLURM_CONF"] = str(LOCAL_CONF)
-    problem = None
     if not shutil.which("sbatch"):
-        problem = "sbatch not found"
-    else:
-        nodes = subprocess.run(["sinfo", "-h", "-N", "-o", "%N %T"], env=env, capture_output=True, text=True)
-        idle = [line for line in nodes.stdout.splitlines() if line.split()[1:] == ["idle"]]
-        if nodes.returncode != 0 or len(idle) < 2:
-            problem = f"no SLURM with 2 idle nodes: {nodes.stdout.strip()} {nodes.stderr.strip()}"
+        return env, "sbatch not found"
+    try:  # without a config file sinfo retries for a minute
+        nodes = subprocess.run(["sinfo", "-h", "-N", "-o", "%N %T"], env=env, capture_output=True, text=True,
+                               timeout=10)
+    except subprocess.TimeoutExpired:
+        return env, "sinfo did not answer within 10 s"
+    idle = [line for line in nodes.stdout.splitlines() if line.split()[1:] == ["idle"]]
+    if nodes.returncode != 0 or len(idle) < 2:
+        return env, f"no SLURM with 2 idle nodes: {nodes.stdout.strip()} {nodes.stderr.strip()[-300:]}"
+    return env, None
+
+
+def slurm_env() -> dict:
+    """The environment for sbatch, or a skip (a failure under RAYDSCONV_REQUIRE_SLURM=1)."""
+    env, problem = find_slurm()
     if problem:
         if os.environ.get("RAYDSCONV_REQUIRE_SLURM") == "1":
             pytest.fail(f"RAYDSCONV_REQUIRE_SLURM=1 but {problem} (run scripts/local_slurm.sh start)")
