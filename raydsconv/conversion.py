@@ -108,7 +108,8 @@ def convert(
         images_per_file: samples per shard (inputs per shard; skipped inputs make a shard shorter).
         batch_size: images prepared per call inside a task; tunes memory, never the output.
         num_workers: at most this many tasks at once (and the CPUs of an embedded Ray); None = all.
-        address: a Ray cluster to use (``"auto"``, ``"ray://..."``); None = embedded or RAY_ADDRESS.
+        address: a Ray cluster to join from one of its nodes (``"auto"``, ``"HEAD:6379"``); None =
+            embedded, or RAY_ADDRESS. Ray Client (``ray://``) does not carry Ray Data conversions.
         overwrite: replace an existing non-empty ``output``.
         strict: raise on the first unreadable input instead of skipping it.
         draft: let libjpeg decode large JPEGs at reduced scale (faster; pixels differ slightly).
