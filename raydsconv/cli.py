@@ -44,10 +44,11 @@ def _parser() -> argparse.ArgumentParser:
     convert.add_argument("--root-in-archive", help="tar source: the folder inside the archive holding the classes")
     convert.add_argument("--hdf5-compression", choices=["gzip", "lzf"], help="compress hdf5 shards")
     convert.add_argument("--dense", action="store_true", help="segmentation: every image has a mask, matched by name")
-    convert.add_argument("--split", help="with --dense: a file naming the samples to take, one per line (VOC's ImageSets)")
-    convert.add_argument("--mask-mode", default="L", choices=["L", "I;16", "RGB"],
+    convert.add_argument("--split", help="with --dense: a file naming the samples to take, one per line (VOC's "
+                         "ImageSets), relative to the working directory or to SOURCE")
+    convert.add_argument("--mask-mode", choices=["L", "I;16", "RGB"],
                          help="with --dense: uint8 class indices (L, default), uint16 ones (I;16) or colours (RGB)")
-    convert.add_argument("--mask-pad-value", type=int, default=255,
+    convert.add_argument("--mask-pad-value", type=int,
                          help="with --dense and --resize pad: the masks' letterbox value (default: 255)")
     convert.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
@@ -98,8 +99,12 @@ def _convert(args: argparse.Namespace) -> int:
     from raydsconv.conversion import convert
     from raydsconv.sources import SegmentationFolder
 
-    if args.split and not args.dense:
-        raise InvalidArgumentError("--split needs --dense")
+    for option, value in (("--split", args.split), ("--mask-mode", args.mask_mode),
+                          ("--mask-pad-value", args.mask_pad_value)):
+        if value is not None and not args.dense:
+            raise InvalidArgumentError(f"{option} needs --dense")
+    mask_options = {name: value for name, value in (("mask_mode", args.mask_mode),
+                                                    ("mask_pad_value", args.mask_pad_value)) if value is not None}
     report = convert(
         SegmentationFolder(args.source, split=args.split) if args.split else args.source,
         args.output,
@@ -119,8 +124,7 @@ def _convert(args: argparse.Namespace) -> int:
         format_options={"hdf5": {"compression": args.hdf5_compression}} if args.hdf5_compression else None,
         progress=not args.no_progress,
         dense=args.dense,
-        mask_mode=args.mask_mode,
-        mask_pad_value=args.mask_pad_value,
+        **mask_options,
     )
     print(report.summary())
     return 0

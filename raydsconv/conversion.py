@@ -332,6 +332,8 @@ def _write_index(root: Path, listing: Listing, records: list, format_name: str) 
         "height": np.concatenate([r.height for r in records]),
         "source_format": pa.array([f for r in records for f in r.source_format], type=pa.string()),
     }
+    if "mask_path" in listing.columns:  # a segmentation folder: where each mask came from
+        columns["mask_path"] = pa.array(listing.columns["mask_path"], type=pa.string()).take(pa.array(kept))
     for name in records[0].index_columns.get(format_name, {}) if records else ():
         columns[name] = np.concatenate([r.index_columns[format_name][name] for r in records])
     temporary = root / f".{INDEX_NAME}.partial"

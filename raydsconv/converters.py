@@ -35,7 +35,7 @@ class _Converter:
 
     def convert(self) -> ConversionReport:
         return convert(self.input_data, self.output_path, format=self.format, images_per_file=self.images_per_file,
-                       batch_size=self.batch_size, num_workers=self.num_workers, dense=self.dense, **self.options)
+                       batch_size=self.batch_size, num_workers=self.num_workers, **{"dense": self.dense, **self.options})
 
 
 class ConverterFixedSize(_Converter):

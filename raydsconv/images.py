@@ -150,9 +150,10 @@ class PreparedImage:
     source_format: str  # what Pillow says the bytes are (JPEG, PNG, ...), whatever the file name
 
 
-def open_image(data: bytes, max_pixels: int) -> Image.Image:
+def open_image(data: bytes, max_pixels: int | None) -> Image.Image:
     """Parse the header of ``data`` (no decoding yet); raises BadImage for empty, unknown, malformed
-    or oversized input. Call under ``warnings.catch_warnings()`` (see callers)."""
+    or oversized input (``max_pixels=None``: no limit of ours). Call under
+    ``warnings.catch_warnings()`` (see callers)."""
     if not data:
         raise BadImage("empty file")
     warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # we skip such images instead
@@ -165,7 +166,7 @@ def open_image(data: bytes, max_pixels: int) -> Image.Image:
     except Exception as error:  # Pillow raises many types on malformed headers
         raise BadImage(f"unreadable image header: {error}") from None
     width, height = image.size
-    if width * height > max_pixels:
+    if max_pixels is not None and width * height > max_pixels:
         raise BadImage(f"too large: {width}x{height} pixels exceeds max_pixels={max_pixels}")
     return image
 
@@ -291,7 +292,12 @@ class ImageInfo:
 
     @property
     def extension(self) -> str:
-        return EXTENSIONS.get(self.source_format, self.source_format.lower())
+        return extension_for(self.source_format)
+
+
+def extension_for(source_format: str) -> str:
+    """The file extension stored bytes get, from the format Pillow detects."""
+    return EXTENSIONS.get(source_format, source_format.lower())
 
 
 def inspect_image(data: bytes, *, validation: str = "full", max_pixels: int = DEFAULT_MAX_PIXELS) -> ImageInfo:
@@ -317,14 +323,22 @@ def inspect_image(data: bytes, *, validation: str = "full", max_pixels: int = DE
     return ImageInfo(width, height, source_format)
 
 
-def decode_rgb(data: bytes, draft: tuple[int, int] | None = None) -> Image.Image:
+def decode_rgb(data: bytes, draft: tuple[int, int] | None = None, *, orient: bool = False) -> Image.Image:
     """Stored bytes as an RGB PIL image, as torchvision's ImageFolder loads a file (without its copy
     when the image is RGB already). ``draft=(height, width)``: JPEGs decode at the smallest
-    1/2, 1/4 or 1/8 scale still that large."""
+    1/2, 1/4 or 1/8 scale still that large. ``orient``: apply EXIF orientation (ImageFolder does
+    not; images with masks need it, as their masks match the image as displayed)."""
     image = Image.open(io.BytesIO(data))
     if draft is not None and image.format == "JPEG":
         image.draft("RGB", (draft[1], draft[0]))
+    if orient:
+        image = oriented(image)
     return image.convert("RGB") if image.mode != "RGB" else image
+
+
+def oriented(image: Image.Image) -> Image.Image:
+    """``image`` as displayed: its EXIF orientation applied (the image itself when there is none)."""
+    return ImageOps.exif_transpose(image) if _orientation(image) != 1 else image
 
 
 def prepare_pil_image(image: Image.Image, spec: ImageSpec) -> PreparedImage:

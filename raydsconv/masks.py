@@ -25,7 +25,7 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from raydsconv.errors import InvalidArgumentError
-from raydsconv.images import DEFAULT_MAX_PIXELS, BadImage, ImageSpec, open_image, place, plan_geometry
+from raydsconv.images import DEFAULT_MAX_PIXELS, BadImage, ImageSpec, extension_for, open_image, place, plan_geometry
 
 # mask_mode -> (stored dtype, channels)
 MASK_MODES = {"L": (np.uint8, 1), "I;16": (np.uint16, 1), "RGB": (np.uint8, 3)}
@@ -59,7 +59,7 @@ class MaskSpec:
         return tuple(shape) if self.channels == 1 else (*shape, self.channels)
 
 
-def mask_array(mask: Any, spec: MaskSpec, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+def mask_array(mask: Any, spec: MaskSpec, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> np.ndarray:
     """A mask given as file bytes, a PIL image, an array or a tensor, as an (H, W[, 3]) array of
     ``spec.dtype``; raises BadImage saying why it is not a usable mask."""
     if isinstance(mask, (bytes, bytearray, memoryview)):
@@ -68,17 +68,18 @@ def mask_array(mask: Any, spec: MaskSpec, max_pixels: int = DEFAULT_MAX_PIXELS) 
         array = _pil_mask_values(mask, spec)
     elif hasattr(mask, "detach"):  # a torch tensor: (H, W), (1, H, W) or (3, H, W)
         array = mask.detach().cpu().numpy()
-        if array.ndim == 3:
+        if array.ndim == 3 and array.shape[0] in (1, 3):
             array = array.transpose(1, 2, 0)
     elif mask is None:
         raise BadImage("no mask")
     else:
         array = np.asarray(mask)
+    given = getattr(mask, "shape", array.shape)
     if array.ndim == 3 and array.shape[2] == 1:
         array = array[:, :, 0]
     wanted = "(H, W)" if spec.channels == 1 else "(H, W, 3)"
     if array.ndim != (2 if spec.channels == 1 else 3) or (spec.channels == 3 and array.shape[2] != 3):
-        raise BadImage(f"mask of shape {array.shape} is not {wanted} as mask_mode {spec.mode!r} needs")
+        raise BadImage(f"mask of shape {tuple(given)} is not {wanted} as mask_mode {spec.mode!r} needs")
     if array.dtype == bool:
         array = array.astype(np.uint8)
     if array.dtype.kind not in "iu":
@@ -91,9 +92,12 @@ def mask_array(mask: Any, spec: MaskSpec, max_pixels: int = DEFAULT_MAX_PIXELS) 
     return np.ascontiguousarray(array.astype(spec.dtype, copy=False))
 
 
-def _decoded_mask(data: bytes, max_pixels: int) -> Image.Image:
+def _decoded_mask(data: bytes, max_pixels: int | None) -> Image.Image:
     with warnings.catch_warnings():
-        image = open_image(data, max_pixels)
+        try:
+            image = open_image(data, max_pixels)
+        except BadImage as bad:
+            raise BadImage(f"mask file: {bad.reason}") from None
         try:
             image.load()
         except Exception as error:
@@ -103,9 +107,11 @@ def _decoded_mask(data: bytes, max_pixels: int) -> Image.Image:
 
 def _pil_mask_values(image: Image.Image, spec: MaskSpec) -> np.ndarray:
     if spec.channels == 1:
+        if image.mode in ("RGB", "RGBA", "CMYK", "YCbCr"):
+            raise BadImage(f"mask is a {image.mode} colour image, not a class map; colour-coded masks "
+                           "need mask_mode 'RGB'")
         if image.mode not in _SINGLE_CHANNEL_PIL_MODES:
-            raise BadImage(f"mask is a {image.mode} image, not a single-channel class map; "
-                           "colour-coded masks need mask_mode 'RGB'")
+            raise BadImage(f"mask is a {image.mode} image; class maps are L, P, 1 or 16-bit images")
         return np.asarray(image)  # palette images give their indices, 1-bit ones bools
     if image.mode == "P":
         image = image.convert("RGB")  # a colour-coded mask stored with a palette
@@ -134,6 +140,12 @@ def prepare_mask(mask: np.ndarray, image_spec: ImageSpec, spec: MaskSpec) -> np.
 def mask_image(mask: np.ndarray) -> Image.Image:
     """A stored mask as a PIL image of its values: mode L, I;16 (uint16) or RGB."""
     return Image.fromarray(np.ascontiguousarray(mask))
+
+
+def file_extension(data: bytes) -> str:
+    """The extension a mask file is stored with, from its header (as for images)."""
+    with Image.open(io.BytesIO(data)) as image:
+        return extension_for(image.format or "unknown")
 
 
 def encode_mask(mask: np.ndarray) -> bytes:

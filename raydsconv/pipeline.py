@@ -9,7 +9,6 @@ driver. Each task returns only a small record per shard (files, checksums, per-s
 
 from __future__ import annotations
 
-import io
 import logging
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -30,11 +29,12 @@ from raydsconv.images import (
     class_index,
     encode_png,
     inspect_image,
+    oriented,
     prepare_image,
     prepare_pil_image,
 )
 from raydsconv.manifest import ShardFile
-from raydsconv.masks import MaskSpec, check_mask_size, encode_mask, mask_array, prepare_mask
+from raydsconv.masks import MaskSpec, check_mask_size, encode_mask, file_extension, mask_array, prepare_mask
 from raydsconv.sources import Listing
 
 logger = logging.getLogger(__name__)
@@ -101,8 +101,9 @@ def prepare_batch(batch: dict[str, np.ndarray], *, loader: Any, preparation: Pre
             columns["mask_data"] = np.full(count, b"", dtype=object)
             columns["mask_extension"] = np.full(count, "", dtype=object)
     for i in range(count):
+        row = {key: values[i] for key, values in batch.items()}
         try:
-            prepared = _prepare_item(_read(loader, {key: values[i] for key, values in batch.items()}), preparation)
+            prepared = _prepare_item(_read(loader, row), preparation, mask_name=row.get("mask_path"))
         except BadImage as bad:
             columns["reason"][i] = bad.reason
             continue
@@ -115,10 +116,10 @@ def prepare_batch(batch: dict[str, np.ndarray], *, loader: Any, preparation: Pre
     return {key: batch[key] for key in ("candidate", "path", "shard")} | columns
 
 
-def _prepare_item(item: Any, preparation: Preparation) -> dict[str, Any]:
+def _prepare_item(item: Any, preparation: Preparation, mask_name: str | None = None) -> dict[str, Any]:
     """One sample's prepared values by column. ``item`` is what the loader read: file bytes, or a
     pair (image, target) whose image is file bytes or in memory and whose target is a class index
-    or, with dense labels, a mask (file bytes or in memory)."""
+    or, with dense labels, a mask (file bytes or in memory; ``mask_name`` its file, for reasons)."""
     spec = preparation.spec
     image, target = item if isinstance(item, tuple) else (item, None)
     values: dict[str, Any] = {}
@@ -131,13 +132,16 @@ def _prepare_item(item: Any, preparation: Preparation) -> dict[str, Any]:
             info = inspect_image(image, validation=preparation.validation, max_pixels=preparation.max_pixels)
         data = image
     else:  # in memory (a torch Dataset): no original bytes, so flexible formats get a lossless PNG
-        picture = as_pil_image(image)
+        picture = oriented(as_pil_image(image))  # as displayed: PNG keeps no EXIF orientation
         data = encode_png(picture) if preparation.keep_bytes else b""
         if spec is not None:
             values["image"] = prepare_pil_image(picture, spec).pixels
         info = ImageInfo(picture.width, picture.height, "PNG")
     if preparation.mask is not None:
-        values.update(_prepare_mask(target, info, preparation))
+        try:
+            values.update(_prepare_mask(target, info, preparation))
+        except BadImage as bad:
+            raise BadImage(f"{bad.reason} ({mask_name})" if mask_name else bad.reason) from None
     elif target is not None:
         values["label"] = class_index(target)
         if preparation.num_classes is not None and values["label"] >= preparation.num_classes:
@@ -159,15 +163,8 @@ def _prepare_mask(mask: Any, info: ImageInfo, preparation: Preparation) -> dict[
     if preparation.keep_bytes:
         is_file = isinstance(mask, bytes)
         values["mask_data"] = mask if is_file else encode_mask(array)
-        values["mask_extension"] = _extension_of(mask) if is_file else "png"
+        values["mask_extension"] = file_extension(mask) if is_file else "png"
     return values
-
-
-def _extension_of(data: bytes) -> str:
-    from PIL import Image
-
-    with Image.open(io.BytesIO(data)) as image:
-        return ImageInfo(0, 0, image.format or "unknown").extension
 
 
 _SHIPPED: dict[Any, Any] = {}

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageOps
 from torch.utils.data import DataLoader, Dataset
 
 from raydsconv import (
@@ -108,11 +108,14 @@ def test_every_format_round_trips_images_and_masks(dense_converted, seg_folder):
     assert set(reasons) == {"images/lonely.png", "masks/orphan.png", "images/wrong_size.png", "images/colour_mask.png"}
     assert "no mask masks/lonely.*" in reasons["images/lonely.png"]
     assert reasons["masks/orphan.png"] == "mask without an image"
-    assert reasons["images/wrong_size.png"] == "mask is 12x10 pixels but its image is 90x70"
-    assert "not a single-channel class map" in reasons["images/colour_mask.png"]
+    assert reasons["images/wrong_size.png"] == "mask is 12x10 pixels but its image is 90x70 (masks/wrong_size.png)"
+    assert reasons["images/colour_mask.png"].startswith("mask is a RGB colour image, not a class map")
+    assert reasons["images/colour_mask.png"].endswith("(masks/colour_mask.png)")
     dataset = open_dataset(output, output="numpy")
     assert dataset.dense and len(dataset) == len(KEPT)
     assert [dataset.source_path(i) for i in range(len(KEPT))] == KEPT
+    assert dataset.index().column("mask_path").to_pylist() == [p.replace("images/", "masks/", 1).rsplit(".", 1)[0] + ".png"
+                                                               for p in KEPT]
     for i, path in enumerate(KEPT):
         image, mask = dataset[i]
         expected_mask = source_mask(seg_folder, path)
@@ -407,7 +410,7 @@ def test_mask_rules_for_each_kind_of_mask():
     assert np.array_equal(mask_array(torch.from_numpy(values).long()[None], spec), values)  # (1, H, W) tensor
     assert np.array_equal(mask_array(values > 0, spec), values > 0)
     for bad, reason in ((values.astype(np.float32), "holds no class indices"), (-values.astype(int) - 1, "do not fit"),
-                        (np.zeros((2, 3, 3), np.uint8), "is not (H, W)"), (b"\x89PNG broken", "not an image"),
+                        (np.zeros((2, 3, 3), np.uint8), "is not (H, W)"), (b"\x89PNG broken", "mask file: not an image"),
                         (None, "no mask")):
         with pytest.raises(BadImage, match=re.escape(reason)):
             mask_array(bad, spec)
@@ -420,3 +423,74 @@ def test_mask_rules_for_each_kind_of_mask():
             stored = prepare_mask(source, ImageSpec(shape, resize=policy), spec)
             np.testing.assert_array_equal(stored, reference_mask(source, shape, policy))
             assert set(np.unique(stored)) <= {3, 7, 250, 255}
+
+
+def rotated_sample(rng: np.random.Generator) -> tuple[bytes, np.ndarray]:
+    """A PNG stored on its side with EXIF orientation 6, painted by its mask as displayed."""
+    mask = blocks_mask(rng, 40, 64)  # displayed: 40 wide, 64 tall
+    displayed = Image.fromarray(PALETTE[mask], "RGB")
+    exif = Image.Exif()
+    exif[0x0112] = 6  # shown rotated 90 degrees clockwise
+    buffer = io.BytesIO()
+    displayed.transpose(Image.Transpose.ROTATE_90).save(buffer, format="PNG", exif=exif.tobytes())
+    assert np.array_equal(np.asarray(ImageOps.exif_transpose(Image.open(io.BytesIO(buffer.getvalue())))), PALETTE[mask])
+    return buffer.getvalue(), mask
+
+
+class RotatedImages(Dataset):
+    """Items as a Dataset that opens its files gives them: PIL images still carrying their EXIF."""
+
+    def __init__(self, files: list[Path]):
+        self.files = files
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, index: int):
+        image = Image.open(self.files[index] / "image.png").convert("RGB")  # convert keeps the EXIF
+        return image, Image.open(self.files[index] / "mask.png")
+
+
+def test_exif_rotated_images_keep_their_masks_aligned(tmp_path):
+    rng = np.random.default_rng(5)
+    root = tmp_path / "rotated"
+    (root / "images").mkdir(parents=True)
+    (root / "masks").mkdir()
+    samples = []
+    for i in range(2):
+        data, mask = rotated_sample(rng)
+        (root / "images" / f"s{i}.png").write_bytes(data)
+        (root / "masks" / f"s{i}.png").write_bytes(palette_png(mask))
+        (tmp_path / f"item{i}").mkdir()
+        (tmp_path / f"item{i}" / "image.png").write_bytes(data)
+        (tmp_path / f"item{i}" / "mask.png").write_bytes(palette_png(mask))
+        samples.append((data, mask))
+    formats = ["memmap", "parquet", "tar"]
+    convert(root, tmp_path / "folder", format=formats, shape=(24, 32), resize="crop", dense=True, progress=False)
+    convert(RotatedImages([tmp_path / "item0", tmp_path / "item1"]), tmp_path / "torch", format=formats, shape=(24, 32),
+            resize="crop", dense=True, progress=False)
+    for source in ("folder", "torch"):
+        for fmt in formats:
+            dataset = open_dataset(tmp_path / source, format=fmt, output="numpy")
+            assert len(dataset) == 2, (source, fmt)
+            for (data, mask), (image, stored_mask) in zip(samples, (dataset[0], dataset[1])):
+                if fmt == "memmap":
+                    np.testing.assert_array_equal(stored_mask, reference_mask(mask, (24, 32), "crop"))
+                    np.testing.assert_array_equal(image, reference_pixels(data, (24, 32), "RGB", "crop"))
+                else:  # decoded as displayed, like the mask
+                    np.testing.assert_array_equal(stored_mask, mask)
+                    np.testing.assert_array_equal(image, PALETTE[mask])
+            if fmt == "tar":
+                with pytest.raises(InvalidArgumentError, match="draft is not available for a dataset with masks"):
+                    open_dataset(tmp_path / source, format=fmt, draft=(8, 8))
+
+
+def test_predecessor_converter_with_dense_keyword_and_cli_mask_options(seg_folder, tmp_path):
+    from raydsconv import MemmapConverter
+
+    report = MemmapConverter(seg_folder, tmp_path / "ds", 4, 2, shape=(8, 8), dense=True).convert()
+    assert report.num_samples == len(KEPT) and open_dataset(tmp_path / "ds").dense
+    cli = [sys.executable, "-m", "raydsconv.cli", "convert", str(seg_folder), str(tmp_path / "x"), "--format", "tar"]
+    for option in (["--mask-mode", "RGB"], ["--mask-pad-value", "0"]):
+        refused = subprocess.run([*cli, *option], capture_output=True, text=True, timeout=60)
+        assert refused.returncode == 2 and f"{option[0]} needs --dense" in refused.stderr

@@ -87,10 +87,11 @@ class ShardReader(ABC):
         formats (formats override this to read contiguous runs at once), a list of bytes for
         flexible ones; targets as an array of labels, or the masks as images are."""
         samples = [self.read(shard, int(row)) for row in rows]
-        return _stacked([image for image, _ in samples]), _stacked([target for _, target in samples])
+        return _collected([image for image, _ in samples]), _collected([target for _, target in samples])
 
 
-def _stacked(values: list[Any]) -> Any:
+def _collected(values: list[Any]) -> Any:
+    """Per-row values as read_rows returns them: arrays stacked, bytes as a list, labels an array."""
     if values and isinstance(values[0], np.ndarray):
         return np.stack(values)
     if values and isinstance(values[0], bytes):

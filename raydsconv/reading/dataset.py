@@ -90,6 +90,10 @@ class ShardedDataset(Dataset):
             choices = OUTPUTS[:-1] if self._format.fixed_size else OUTPUTS
             raise InvalidArgumentError(f"output must be one of {', '.join(choices)} for format "
                                        f"{self._format.name!r}, got {output!r}")
+        if self.dense and self.draft is not None:
+            raise InvalidArgumentError("draft is not available for a dataset with masks: the image would come "
+                                       "out smaller than its mask")
+        self._mask_spec = MaskSpec(self.manifest.params["mask_mode"]) if self.dense else None
         # Sample i lives in the shard whose cumulative count first exceeds i.
         self._shard_ends = np.cumsum([shard.num_samples for shard in self.manifest.shards])
         self._reader: ShardReader | None = None
@@ -145,15 +149,15 @@ class ShardedDataset(Dataset):
         shards = np.searchsorted(self._shard_ends, indices, side="right")
         rows = indices - np.concatenate([[0], self._shard_ends])[shards]
         reader = self._shard_reader()
-        payloads = _Gathered(len(indices))  # fixed-size formats: one (N, H, W[, C]) array
-        targets = _Gathered(len(indices))  # labels, or masks
+        gathered_images = _Gathered(len(indices))  # fixed-size formats: one (N, H, W[, C]) array
+        gathered_targets = _Gathered(len(indices))  # labels, or masks
         for shard in np.unique(shards):
             positions = np.flatnonzero(shards == shard)
             positions = positions[np.argsort(rows[positions], kind="stable")]
             read_images, read_targets = reader.read_rows(int(shard), rows[positions])
-            payloads.put(positions, read_images)
-            targets.put(positions, read_targets)
-        images, targets = payloads.values, targets.values
+            gathered_images.put(positions, read_images)
+            gathered_targets.put(positions, read_targets)
+        images, targets = gathered_images.values, gathered_targets.values
         plain = self.transform is None and self.transforms is None and (self.target_transform is None or not self.dense)
         if isinstance(images, np.ndarray) and self.output in ("numpy", "tensor") and plain:
             return self._stacked(images, targets)
@@ -178,7 +182,7 @@ class ShardedDataset(Dataset):
             if self.output == "pil":
                 return Image.fromarray(pixels, self.mode)
         else:
-            image = decode_rgb(payload, self.draft)
+            image = decode_rgb(payload, self.draft, orient=self.dense)
             if self.output == "pil":
                 return image
             pixels = np.asarray(image)
@@ -192,7 +196,8 @@ class ShardedDataset(Dataset):
             return int(target)
         if self.output == "bytes":
             return target
-        mask = target if isinstance(target, np.ndarray) else mask_array(target, self._mask_spec)
+        # Stored masks were checked at conversion: no size limit of ours when reading them back.
+        mask = target if isinstance(target, np.ndarray) else mask_array(target, self._mask_spec, max_pixels=None)
         if self.output == "pil":
             return mask_image(mask)
         if self.output == "numpy":
@@ -201,10 +206,6 @@ class ShardedDataset(Dataset):
 
         tensor = torch.from_numpy(mask.astype(np.int32) if mask.dtype == np.uint16 else np.ascontiguousarray(mask))
         return tv_tensors.Mask(tensor.movedim(-1, -3) if self._mask_spec.channels == 3 else tensor)
-
-    @property
-    def _mask_spec(self) -> MaskSpec:
-        return MaskSpec(self.manifest.params["mask_mode"])
 
     def _sample(self, image: Any, target: Any) -> tuple[Any, Any]:
         if self.transform is not None:
@@ -370,10 +371,14 @@ class DenseMemmapReader(MemmapReader):
 
 
 class DenseHDF5Reader(HDF5Reader):
+    """Reads an ``hdf5`` dataset with masks: ``(image, mask)``."""
+
     dense_only = True
 
 
 class DenseParquetReader(ParquetReader):
+    """Reads a ``parquet`` dataset with masks: ``(image, mask)``."""
+
     dense_only = True
 
 
@@ -384,6 +389,8 @@ class DenseIpcReader(IpcReader):
 
 
 class DenseTarReader(TarReader):
+    """Reads a ``tar`` dataset with masks: ``(image, mask)``."""
+
     dense_only = True
 
 

@@ -44,9 +44,10 @@ def _shard_datasource(reader: Any, decode: bool, rows_per_block: int):
         for start in range(0, len(rows), rows_per_block):
             images, targets = shard_reader.read_rows(shard, rows[start : start + rows_per_block])
             if not isinstance(images, np.ndarray):
-                images = _decoded(images, decode_rgb) if decode else _objects(images)
+                images = _decoded(images, lambda data: decode_rgb(data, orient=reader.dense)) if decode else _objects(images)
             if reader.dense and not isinstance(targets, np.ndarray):
-                targets = _decoded(targets, lambda data: mask_array(data, mask_spec)) if decode else _objects(targets)
+                targets = _decoded(targets, lambda data: mask_array(data, mask_spec, max_pixels=None)) if decode \
+                    else _objects(targets)
             yield BlockAccessor.batch_to_block({"image": images, "mask" if reader.dense else "label": targets})
 
     class ShardDatasource(Datasource):

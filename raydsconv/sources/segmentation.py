@@ -33,8 +33,8 @@ class SegmentationFolder:
         root: the folder holding the image and mask folders.
         images, masks: their names below ``root`` (default: ``images``/``masks``, or VOC's
             ``JPEGImages``/``SegmentationClass``, whichever exists).
-        split: a text file (absolute, or relative to ``root``) naming the samples to take, one per
-            line, without extension; default: every image.
+        split: a text file naming the samples to take, one per line, without extension (a relative
+            path is tried from the working directory, then from ``root``); default: every image.
         classes: names of the mask values (class 0, 1, ...), recorded in the manifest.
     """
 
@@ -121,7 +121,7 @@ def _files_by_name(root: Path, folder: str) -> tuple[dict[str, list[str]], list[
 
 
 def _split_names(root: Path, split: str | os.PathLike) -> set[str]:
-    path = root / split
+    path = Path(split) if Path(split).is_file() else root / split
     try:
         return {line.strip() for line in path.read_text().splitlines() if line.strip()}
     except OSError as error:
