@@ -22,10 +22,19 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image
 
 from raydsconv.errors import InvalidArgumentError
-from raydsconv.images import DEFAULT_MAX_PIXELS, BadImage, ImageSpec, extension_for, open_image, place, plan_geometry
+from raydsconv.images import (
+    DEFAULT_MAX_PIXELS,
+    BadImage,
+    ImageSpec,
+    extension_for,
+    open_image,
+    oriented,
+    place,
+    plan_geometry,
+)
 
 # mask_mode -> (stored dtype, channels)
 MASK_MODES = {"L": (np.uint8, 1), "I;16": (np.uint16, 1), "RGB": (np.uint8, 3)}
@@ -102,7 +111,7 @@ def _decoded_mask(data: bytes, max_pixels: int | None) -> Image.Image:
             image.load()
         except Exception as error:
             raise BadImage(f"cannot decode mask ({image.format or 'image'}): {error}") from None
-    return ImageOps.exif_transpose(image)
+    return oriented(image)
 
 
 def _pil_mask_values(image: Image.Image, spec: MaskSpec) -> np.ndarray:

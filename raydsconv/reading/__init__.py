@@ -1,6 +1,11 @@
 """Reading converted datasets: torch Datasets over any format (no Ray needed)."""
 
 from raydsconv.reading.dataset import (
+    DenseHDF5Reader,
+    DenseIpcReader,
+    DenseMemmapReader,
+    DenseParquetReader,
+    DenseTarReader,
     HDF5Reader,
     IpcReader,
     MemmapReader,
@@ -12,4 +17,6 @@ from raydsconv.reading.dataset import (
 )
 from raydsconv.reading.sampler import ShardAwareSampler
 
-__all__ = ["HDF5Reader", "IpcReader", "MemmapReader", "ParquetReader", "ShardAwareSampler", "ShardedDataset", "TarReader", "collate", "open_dataset"]
+__all__ = ["DenseHDF5Reader", "DenseIpcReader", "DenseMemmapReader", "DenseParquetReader", "DenseTarReader",
+           "HDF5Reader", "IpcReader", "MemmapReader", "ParquetReader", "ShardAwareSampler", "ShardedDataset",
+           "TarReader", "collate", "open_dataset"]

@@ -25,7 +25,7 @@ def read_ray(dataset_path: str | os.PathLike, *, format: str | None = None, deco
 
     from raydsconv.reading.dataset import open_dataset
 
-    reader = open_dataset(dataset_path, format=format)
+    reader = open_dataset(dataset_path, format=format, output="numpy")  # decodes as the torch reader does
     return ray.data.read_datasource(_shard_datasource(reader, decode, rows_per_block))
 
 
@@ -33,21 +33,15 @@ def _shard_datasource(reader: Any, decode: bool, rows_per_block: int):
     from ray.data.block import BlockAccessor, BlockMetadata
     from ray.data.datasource import Datasource, ReadTask
 
-    from raydsconv.images import decode_rgb
-    from raydsconv.masks import MaskSpec, mask_array
-
-    mask_spec = MaskSpec(reader.manifest.params["mask_mode"]) if reader.dense else None
-
     def read_shard(shard: int) -> Iterator[Any]:
         shard_reader = reader._shard_reader()
         rows = np.arange(reader.manifest.shards[shard].num_samples)
         for start in range(0, len(rows), rows_per_block):
             images, targets = shard_reader.read_rows(shard, rows[start : start + rows_per_block])
             if not isinstance(images, np.ndarray):
-                images = _decoded(images, lambda data: decode_rgb(data, orient=reader.dense)) if decode else _objects(images)
+                images = _decoded(images, reader._as_output) if decode else _objects(images)
             if reader.dense and not isinstance(targets, np.ndarray):
-                targets = _decoded(targets, lambda data: mask_array(data, mask_spec, max_pixels=None)) if decode \
-                    else _objects(targets)
+                targets = _decoded(targets, reader._as_target) if decode else _objects(targets)
             yield BlockAccessor.batch_to_block({"image": images, "mask" if reader.dense else "label": targets})
 
     class ShardDatasource(Datasource):
@@ -74,7 +68,7 @@ def _shard_datasource(reader: Any, decode: bool, rows_per_block: int):
 def _decoded(payloads: list[bytes], decode: Any) -> np.ndarray:
     arrays = np.empty(len(payloads), dtype=object)  # ragged: every image keeps its own size
     for i, data in enumerate(payloads):
-        arrays[i] = np.asarray(decode(data))
+        arrays[i] = decode(data)
     return arrays
 
 
