@@ -8,13 +8,11 @@ and parquet (full validation, I/O-bound), from the folder and from the archive.
 
 from __future__ import annotations
 
-import argparse
-import os
 import statistics
 import sys
 from pathlib import Path
 
-from common import imagenet_like_folder
+from common import benchmark_parser, imagenet_like_folder
 
 import raydsconv
 from raydsconv.samples import write_tar_of_tars
@@ -30,13 +28,9 @@ def tar_of_tars(source: Path, archive: Path) -> Path:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--images", type=int, default=3000)
-    parser.add_argument("--workdir", default="/tmp/rdc-bench")
-    parser.add_argument("--repeats", type=int, default=3)
+    parser = benchmark_parser(__doc__)
     args = parser.parse_args()
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    workdir = Path(args.workdir)
+    workdir = args.workdir
     folder = imagenet_like_folder(workdir, args.images)
     archive = tar_of_tars(folder, workdir / f"imagenet-like-{args.images}.tar")
     from raydsconv.cluster import ensure_ray

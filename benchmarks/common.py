@@ -1,12 +1,29 @@
-"""Shared by the benchmarks: the generated ImageNet-like folder and a whole-machine memory probe."""
+"""Shared by the benchmarks: their common options, the generated ImageNet-like folder and a
+whole-machine memory probe."""
 
 from __future__ import annotations
 
+import argparse
+import os
 import threading
 import time
 from pathlib import Path
 
 from raydsconv.samples import write_image_folder
+
+
+# The benchmarks start Ray clusters of their own; an earlier local ray.init may have left
+# ~/.ray/auth_token behind, which would switch them to token auth.
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+
+
+def benchmark_parser(doc: str, *, images: int = 3000) -> argparse.ArgumentParser:
+    """The options the conversion and reading benchmarks share (add your own to it)."""
+    parser = argparse.ArgumentParser(description=doc.split("\n")[0])
+    parser.add_argument("--images", type=int, default=images)
+    parser.add_argument("--workdir", type=Path, default=Path("/tmp/rdc-bench"))
+    parser.add_argument("--repeats", type=int, default=3)
+    return parser
 
 
 def imagenet_like_folder(workdir: Path, images: int) -> Path:

@@ -16,7 +16,6 @@ It generates (once, cached in --workdir) an ImageNet-like folder of photo-like J
 
 from __future__ import annotations
 
-import argparse
 import io
 import multiprocessing
 import os
@@ -29,7 +28,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from common import PeakMemory, imagenet_like_folder
+from common import PeakMemory, benchmark_parser, imagenet_like_folder
 
 from raydsconv.cluster import available_cpus
 from raydsconv.formats.memmap import NpyAppender
@@ -76,14 +75,10 @@ def decode_only_rate(root: Path, paths: list[str], count: int = 400) -> float:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--images", type=int, default=3000)
-    parser.add_argument("--workdir", default="/tmp/rdc-bench")
-    parser.add_argument("--repeats", type=int, default=3)
+    parser = benchmark_parser(__doc__)
     parser.add_argument("--images-per-file", type=int, default=500)
     args = parser.parse_args()
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    workdir = Path(args.workdir)
+    workdir = args.workdir
     source = imagenet_like_folder(workdir, args.images)
     listing = list_image_folder(source)
     mean_kb = np.mean([os.path.getsize(source / p) for p in listing.paths[:500]]) / 1e3

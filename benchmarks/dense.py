@@ -10,7 +10,6 @@ uint8 batches of 64, 2 DataLoader workers, second epoch. Medians of --repeats; R
 
 from __future__ import annotations
 
-import argparse
 import os
 import statistics
 import sys
@@ -19,6 +18,8 @@ from pathlib import Path
 
 import numpy as np
 from torch.utils.data import DataLoader
+
+from common import benchmark_parser
 
 import raydsconv
 from raydsconv.samples import jpeg_bytes, segmentation_sample
@@ -56,13 +57,9 @@ def epoch_rate(path: Path) -> float:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--images", type=int, default=2000)
-    parser.add_argument("--workdir", default="/tmp/rdc-bench")
-    parser.add_argument("--repeats", type=int, default=3)
+    parser = benchmark_parser(__doc__, images=2000)
     args = parser.parse_args()
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    workdir = Path(args.workdir)
+    workdir = args.workdir
     root = segmentation_folder(workdir, args.images)
     from raydsconv.cluster import ensure_ray
 

@@ -14,16 +14,14 @@ decode + RandomResizedCrop rate times the cores (the limit for flexible formats)
 
 from __future__ import annotations
 
-import argparse
 import io
-import os
 import statistics
 import sys
 import time
 from pathlib import Path
 
 import torch
-from common import imagenet_like_folder
+from common import benchmark_parser, imagenet_like_folder
 from PIL import Image
 from torch.utils.data import DataLoader
 from torchvision import datasets, transforms
@@ -60,14 +58,10 @@ def disk_bytes(root: Path) -> int:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--images", type=int, default=3000)
-    parser.add_argument("--workdir", default="/tmp/rdc-bench")
-    parser.add_argument("--repeats", type=int, default=3)
+    parser = benchmark_parser(__doc__)
     args = parser.parse_args()
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     torch.set_num_threads(1)
-    workdir = Path(args.workdir)
+    workdir = args.workdir
     source = imagenet_like_folder(workdir, args.images)
     cores = available_cpus()
 

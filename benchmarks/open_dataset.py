@@ -10,7 +10,6 @@ file opened), and the first access to the last sample's location.
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import sys
 import time

@@ -12,15 +12,13 @@ All through DataLoader(batch_size=64, shuffle=True, num_workers=2) over the same
 
 from __future__ import annotations
 
-import argparse
-import os
 import statistics
 import sys
 import time
 from pathlib import Path
 
 import torch
-from common import imagenet_like_folder
+from common import benchmark_parser, imagenet_like_folder
 from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms
 
@@ -59,13 +57,9 @@ def ray_rate(path: Path) -> float:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--images", type=int, default=3000)
-    parser.add_argument("--workdir", default="/tmp/rdc-bench")
-    parser.add_argument("--repeats", type=int, default=3)
+    parser = benchmark_parser(__doc__)
     args = parser.parse_args()
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    workdir = Path(args.workdir)
+    workdir = args.workdir
     source = imagenet_like_folder(workdir, args.images)
     path = workdir / "read-memmap"
     if not (path / "manifest.json").exists():

@@ -15,7 +15,6 @@ generated ImageNet-like folder to memmap 224x224; medians of --repeats interleav
 
 from __future__ import annotations
 
-import argparse
 import os
 import re
 import shutil
@@ -25,7 +24,7 @@ import sys
 import time
 from pathlib import Path
 
-from common import imagenet_like_folder
+from common import benchmark_parser, imagenet_like_folder
 
 ROOT = Path(__file__).resolve().parent.parent
 REPORT = re.compile(r"([\d.]+) s \((\d+) images/s; Ray start-up ([\d.]+) s more\)")
@@ -41,10 +40,7 @@ def run(command: list[str], env: dict) -> tuple[float, str]:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--images", type=int, default=3000)
-    parser.add_argument("--workdir", default="/tmp/rdc-bench")
-    parser.add_argument("--repeats", type=int, default=3)
+    parser = benchmark_parser(__doc__)
     parser.add_argument("--images-per-file", type=int, default=500)
     parser.add_argument("--nodes", type=int, default=2)
     args = parser.parse_args()
@@ -54,7 +50,7 @@ def main() -> int:
     local_conf = Path(os.environ.get("RAYDSCONV_SLURM_DIR", "/tmp/raydsconv-slurm")) / "slurm.conf"
     if "SLURM_CONF" not in env and local_conf.is_file():
         env["SLURM_CONF"] = str(local_conf)
-    workdir = Path(args.workdir)
+    workdir = args.workdir
     source = imagenet_like_folder(workdir, args.images)
     options = ["--shape", "224", "224", "--images-per-file", str(args.images_per_file), "--overwrite", "--no-progress"]
     nodes = subprocess.run(["sinfo", "-h", "-o", "%D %c %T"], env=env, capture_output=True, text=True)
