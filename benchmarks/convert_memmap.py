@@ -31,6 +31,7 @@ from PIL import Image
 from common import PeakMemory, benchmark_parser, imagenet_like_folder
 
 from raydsconv.cluster import available_cpus
+from raydsconv.formats.base import OutputFile
 from raydsconv.formats.memmap import NpyAppender
 from raydsconv.images import ImageSpec, prepare_image
 from raydsconv.sources.folder import list_image_folder
@@ -41,12 +42,14 @@ SPEC = ImageSpec(shape=(224, 224))
 def pool_shard(job):
     """The baseline's unit of work: one shard, read + prepare + write, in one process."""
     root, paths, output, shard = job
-    images = NpyAppender(Path(output) / f"images-{shard:05d}.npy", np.uint8, SPEC.array_shape)
+    file = OutputFile(Path(output) / f"images-{shard:05d}.npy", Path(output))  # temporary name, sha256 while written
+    images = NpyAppender(file, np.uint8, SPEC.array_shape, expected_rows=len(paths))
     for path in paths:
-        with open(os.path.join(root, path), "rb") as file:
-            pixels = prepare_image(file.read(), SPEC).pixels
+        with open(os.path.join(root, path), "rb") as source:
+            pixels = prepare_image(source.read(), SPEC).pixels
         images.append(pixels[None])
     images.finish()
+    file.commit()
 
 
 def warm_up(_):

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from raydsconv.errors import InvalidArgumentError, ManifestError, RaydsconvError
+from raydsconv.errors import ConversionInterrupted, InvalidArgumentError, ManifestError, RaydsconvError
 
 
 class _OneLineParser(argparse.ArgumentParser):
@@ -93,6 +93,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (RaydsconvError, ConnectionError) as error:  # ConnectionError: a Ray address that answers not
         print(f"raydsconv: error: {error}", file=sys.stderr)
         return 1
+    except ConversionInterrupted as interrupted:
+        print(f"raydsconv: {interrupted}", file=sys.stderr)
+        return interrupted.exit_code
 
 
 def _convert(args: argparse.Namespace) -> int:
@@ -148,7 +151,8 @@ def _bench(args: argparse.Namespace) -> int:
 
 
 def describe(dataset: str) -> dict:
-    from raydsconv.manifest import FORMATS_NAME, load_manifest
+    from raydsconv.layout import FORMATS_NAME
+    from raydsconv.manifest import load_manifest
 
     formats_file = Path(dataset) / FORMATS_NAME
     if formats_file.is_file():  # several formats from one pass: describe each

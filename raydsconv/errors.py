@@ -19,3 +19,20 @@ class ConversionError(RaydsconvError):
 
 class UnsupportedFormatError(InvalidArgumentError):
     """A format name that no registered format answers to."""
+
+
+class OutputLockedError(ConversionError):
+    """Another conversion holds the output's lock."""
+
+
+class ConversionInterrupted(KeyboardInterrupt):
+    """SIGINT or SIGTERM stopped a conversion; what was written is kept, and the same command resumes.
+    A KeyboardInterrupt, so that Ctrl-C in Python or Jupyter behaves as usual."""
+
+    def __init__(self, message: str, signal_number: int):
+        super().__init__(message)
+        self.signal_number = signal_number
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + self.signal_number  # 130 for SIGINT, 143 for SIGTERM, as shells report them

@@ -4,6 +4,9 @@
 dataset. It is versioned; a reader refuses a version it does not know. Per-sample facts (source
 path, label, shard, row, original size and format) live in ``index.parquet`` beside it, one row per
 stored sample, shared by every format.
+
+Versions: 1 first; 2 adds ``plan``, the conversion plan that wrote the dataset (raydsconv.plan), so
+that running the same conversion again recognises it as done. Readers read both.
 """
 
 from __future__ import annotations
@@ -16,11 +19,9 @@ from pathlib import Path
 from typing import Any
 
 from raydsconv.errors import ManifestError
+from raydsconv.layout import INDEX_NAME, MANIFEST_NAME, MANIFEST_TEMPORARY_PREFIX
 
-MANIFEST_NAME = "manifest.json"
-INDEX_NAME = "index.parquet"
-FORMATS_NAME = "formats.json"  # at the top of a several-formats conversion: format -> sub-folder
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -50,6 +51,7 @@ class Manifest:
     index_file: str = INDEX_NAME
     library_version: str = ""
     format_version: int = FORMAT_VERSION
+    plan: dict[str, Any] | None = None  # the conversion plan (raydsconv.plan) that wrote it; None before v2
 
     @property
     def class_to_idx(self) -> dict[str, int]:
@@ -79,6 +81,7 @@ class Manifest:
             "skipped": self.skipped,
             "source": self.source,
             "settings": self.settings,
+            "plan": self.plan,
         }
 
     @classmethod
@@ -122,6 +125,7 @@ class Manifest:
                 index_file=str(data.get("index_file", INDEX_NAME)),
                 library_version=str(data.get("library_version", "")),
                 format_version=version,
+                plan=dict(data["plan"]) if data.get("plan") is not None else None,
             )
         except KeyError as error:
             raise fail(f"missing field {error.args[0]!r}") from None
@@ -137,7 +141,7 @@ class Manifest:
         """Write atomically (temporary file + rename) so a reader never sees half a manifest."""
         root = Path(root)
         text = json.dumps(self.to_dict(), indent=1, sort_keys=False) + "\n"
-        handle, temporary = tempfile.mkstemp(prefix=".manifest-", dir=root)
+        handle, temporary = tempfile.mkstemp(prefix=MANIFEST_TEMPORARY_PREFIX, dir=root)
         with os.fdopen(handle, "w") as file:
             file.write(text)
             file.flush()

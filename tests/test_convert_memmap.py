@@ -39,7 +39,7 @@ def test_round_trip_pixels_labels_and_paths(converted, small_folder):
     dataset = MemmapReader(output)
     expected_skipped = {"odd/empty.jpg", "odd/random_bytes.png", "odd/readme.txt", "odd/truncated.jpg"}
     assert {s.path for s in report.skipped} == expected_skipped
-    kept = [(p, l) for p, l in zip(listing.paths, listing.labels.tolist()) if p not in expected_skipped]
+    kept = [(p, label) for p, label in zip(listing.paths, listing.labels.tolist()) if p not in expected_skipped]
     assert len(dataset) == report.num_samples == len(kept)
     assert dataset.classes == listing.classes
     assert dataset.class_to_idx == {name: i for i, name in enumerate(listing.classes)}
@@ -53,7 +53,8 @@ def test_round_trip_pixels_labels_and_paths(converted, small_folder):
 def test_shards_are_real_npy_files_and_manifest_describes_them(converted):
     report, output = converted
     manifest = json.loads((output / "manifest.json").read_text())
-    assert manifest["format_version"] == 1 and manifest["format"] == "memmap"
+    assert manifest["format_version"] == 2 and manifest["format"] == "memmap"
+    assert manifest["plan"]["image"]["shape"] == [24, 40] and manifest["plan"]["images_per_file"] == 7
     assert manifest["params"]["shape"] == [24, 40] and manifest["params"]["mode"] == "RGB"
     assert manifest["num_samples"] == report.num_samples
     assert {s["path"] for s in manifest["skipped"]} == {s.path for s in report.skipped}
@@ -141,8 +142,8 @@ def test_reader_pickles_small_and_reopens_lazily(converted):
 def test_non_empty_output_is_refused_unless_overwrite(small_folder, tmp_path):
     output = tmp_path / "ds"
     convert(small_folder, output, shape=(8, 8), progress=False)
-    with pytest.raises(InvalidArgumentError, match="not empty"):
-        convert(small_folder, output, shape=(8, 8), progress=False)
+    with pytest.raises(InvalidArgumentError, match=r"not empty: .*image.shape: \[6, 6\] now, \[8, 8\] in the output"):
+        convert(small_folder, output, shape=(6, 6), progress=False)
     convert(small_folder, output, shape=(6, 6), overwrite=True, progress=False)
     assert open_dataset(output)[0][0].size == (6, 6)
     # A folder with files raydsconv did not write is never deleted, overwrite or not.

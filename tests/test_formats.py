@@ -30,7 +30,7 @@ def converted(request, small_folder, tmp_path_factory):
 
 def expected_samples(small_folder):
     listing = list_image_folder(small_folder)
-    return [(p, l) for p, l in zip(listing.paths, listing.labels.tolist()) if p not in BAD]
+    return [(p, label) for p, label in zip(listing.paths, listing.labels.tolist()) if p not in BAD]
 
 
 def check_sample(dataset, i, path, label, small_folder):

@@ -40,3 +40,20 @@ def test_one_cpu_embedded_output_is_byte_identical_to_two_cpus(small_folder, tmp
     assert done.returncode == 0, done.stderr[-3000:]
     assert json.loads(done.stdout.strip().splitlines()[-1])["cpus"] == 1
     assert tree_digest(tmp_path / "one") == tree_digest(tmp_path / "two")
+
+
+def test_losing_a_node_then_the_same_conversion_ends_byte_identical(tmp_path_factory, tmp_path, ray_session):
+    from raydsconv.samples import write_image_folder
+
+    source = tmp_path_factory.mktemp("photos") / "images"
+    write_image_folder(source, num_images=80, num_classes=2, sizes=((640, 480),), seed=9)
+    convert(source, tmp_path / "embedded", shape=(32, 32), images_per_file=2, progress=False)
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "PYTHONPATH": str(HERE.parent)}
+    env.pop("RAY_ADDRESS", None)
+    done = subprocess.run([sys.executable, str(HERE / "multinode_convert.py"), str(source), str(tmp_path / "cluster"),
+                           "remove-node"], capture_output=True, text=True, env=env, timeout=400)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["node_removed"] and result["alive_nodes"] == 1, result
+    assert result["already_complete"] or result["resumed_shards"] >= 3, result
+    assert tree_digest(tmp_path / "cluster") == tree_digest(tmp_path / "embedded")

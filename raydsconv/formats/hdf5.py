@@ -6,43 +6,41 @@ labels ``masks`` (N, H, W[, 3]), chunked like the images. Optional compression (
 
 from __future__ import annotations
 
+import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from raydsconv.errors import InvalidArgumentError
-from raydsconv.formats.base import (
-    Format,
-    ShardReader,
-    ShardWriter,
-    commit_file,
-    contiguous_runs,
-    partial_path,
-    shard_file_name,
-)
+from raydsconv.formats.base import Format, ShardReader, ShardWriter, contiguous_runs
 from raydsconv.formats.memmap import image_row_shape, target_layout
-from raydsconv.manifest import Manifest, Shard, ShardFile
+from raydsconv.layout import partial_path
+from raydsconv.manifest import Manifest, Shard
 
 VIRTUAL_DATASET = "dataset.h5"
 COMPRESSIONS = (None, "gzip", "lzf")
 
 
-def check_options(options: dict[str, Any]) -> dict[str, Any]:
-    compression = options.get("compression")
-    if compression not in COMPRESSIONS:
-        raise InvalidArgumentError(f"hdf5 compression must be one of gzip, lzf or None, got {compression!r}")
-    return {"compression": compression}
+@dataclass(frozen=True)
+class Hdf5Options:
+    compression: str | None = None  # gzip or lzf
+
+    def __post_init__(self) -> None:
+        if self.compression not in COMPRESSIONS:
+            raise InvalidArgumentError(f"hdf5 compression must be one of gzip, lzf or None, got {self.compression!r}")
 
 
 class HDF5ShardWriter(ShardWriter):
-    def __init__(self, root: Path, shard: int, params: dict[str, Any], classes: list[str]):
+    def __init__(self, root: Path, shard: int, params: dict[str, Any], classes: list[str], *,
+                 expected_rows: int | None = None):
         import h5py
 
-        super().__init__(root, shard, params, classes)
-        self.final = self.root / shard_file_name("images", shard, ".h5")
-        self.temporary = partial_path(self.final)
-        self.file = h5py.File(self.temporary, "w", libver="latest")
+        super().__init__(root, shard, params, classes, expected_rows=expected_rows)
+        # libhdf5 writes through its own file driver, seeking back: the file is hashed at commit.
+        output = self.create("images", "images", ".h5", streamed=False)
+        self.file = h5py.File(output.path, "w", libver="latest")
         row_shape = image_row_shape(params)
         self.images = self.file.create_dataset(
             "images", shape=(0, *row_shape), maxshape=(None, *row_shape), chunks=(1, *row_shape),
@@ -65,14 +63,13 @@ class HDF5ShardWriter(ShardWriter):
         self.targets[self.rows :] = batch["mask"] if self.target_role == "masks" else batch["label"]
         self.rows += count
 
-    def close(self) -> dict[str, ShardFile]:
+    def finish(self) -> None:
         self.file.close()
-        return {"images": commit_file(self.temporary, self.final, self.root)}
 
     def abort(self) -> None:
         if self.file.id.valid:
             self.file.close()
-        self.temporary.unlink(missing_ok=True)
+        super().abort()
 
 
 class HDF5ShardReader(ShardReader):
@@ -115,23 +112,34 @@ def write_virtual_dataset(root: Path, shards: list[Shard], params: dict[str, Any
 
     row_shape = image_row_shape(params)
     target_role, target_dtype, target_shape = target_layout(params)
+    temporary = partial_path(root / VIRTUAL_DATASET)
+    with h5py.File(temporary, "w", libver="latest") as file:
+        _virtual_dataset(file, "images", np.dtype(np.uint8), row_shape, shards)
+        _virtual_dataset(file, target_role, target_dtype, target_shape, shards)
+    os.replace(temporary, root / VIRTUAL_DATASET)
+    return {"virtual_dataset": VIRTUAL_DATASET}
+
+
+def _virtual_dataset(file: Any, name: str, dtype: np.dtype, row_shape: tuple[int, ...], shards: list[Shard]) -> None:
+    """One virtual dataset stitching ``name`` of every shard file. Built with h5py's low-level API
+    because only there can the creation time be left out, which keeps the file's bytes the same
+    from one run to the next (h5py's VirtualLayout records it)."""
+    from h5py import h5d, h5p, h5s, h5t
+
     total = sum(shard.num_samples for shard in shards)
-    images = h5py.VirtualLayout(shape=(total, *row_shape), dtype=np.uint8)
-    targets = h5py.VirtualLayout(shape=(total, *target_shape), dtype=target_dtype)
+    properties = h5p.create(h5p.DATASET_CREATE)
+    properties.set_obj_track_times(False)
+    space = h5s.create_simple((total, *row_shape))
     start = 0
     for shard in shards:
         count = shard.num_samples
         if count:
-            name = "./" + shard.files["images"].name  # relative: resolved beside dataset.h5
-            images[start : start + count] = h5py.VirtualSource(name, "images", shape=(count, *row_shape))
-            targets[start : start + count] = h5py.VirtualSource(name, target_role, shape=(count, *target_shape))
+            space.select_hyperslab((start, *(0,) * len(row_shape)), (count, *row_shape))
+            source = "./" + shard.files["images"].name  # relative: resolved beside dataset.h5
+            properties.set_virtual(space, source.encode(), name.encode(), h5s.create_simple((count, *row_shape)))
         start += count
-    temporary = partial_path(root / VIRTUAL_DATASET)
-    with h5py.File(temporary, "w", libver="latest") as file:
-        file.create_virtual_dataset("images", images)
-        file.create_virtual_dataset(target_role, targets)
-    temporary.replace(root / VIRTUAL_DATASET)
-    return {"virtual_dataset": VIRTUAL_DATASET}
+    h5d.create(file.id, name.encode(), h5t.py_create(dtype), h5s.create_simple((total, *row_shape)),
+               dcpl=properties).close()
 
 
 HDF5 = Format(
@@ -142,7 +150,7 @@ HDF5 = Format(
     file_roles=("images",),
     dense_file_roles=("images",),
     required_params=("shape", "mode", "channels"),
-    file_pattern=r"\.?images-\d+\.h5(\.partial)?|\.?dataset\.h5(\.partial)?",
-    check_options=check_options,
+    file_pattern=r"images-\d+\.h5|dataset\.h5",
+    options=Hdf5Options,
     finalize=write_virtual_dataset,
 )

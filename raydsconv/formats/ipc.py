@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import contextlib
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -11,26 +13,28 @@ import pyarrow as pa
 
 from raydsconv.errors import InvalidArgumentError
 from raydsconv.formats.arrow_table import batch_to_table, row_image_and_target, sample_schema
-from raydsconv.formats.base import Format, ShardReader, ShardWriter, commit_file, partial_path, shard_file_name
-from raydsconv.manifest import Manifest, ShardFile
+from raydsconv.formats.base import Format, ShardReader, ShardWriter
+from raydsconv.manifest import Manifest
 
 DEFAULT_BATCH_ROWS = 256
 
 
-def check_options(options: dict[str, Any]) -> dict[str, Any]:
-    rows = options.get("batch_rows", DEFAULT_BATCH_ROWS)
-    if not isinstance(rows, int) or rows <= 0:
-        raise InvalidArgumentError(f"ipc batch_rows must be a positive integer, got {rows!r}")
-    return {"batch_rows": rows}
+@dataclass(frozen=True)
+class IpcOptions:
+    batch_rows: int = DEFAULT_BATCH_ROWS
+
+    def __post_init__(self) -> None:
+        rows = self.batch_rows
+        if isinstance(rows, bool) or not isinstance(rows, int) or rows <= 0:
+            raise InvalidArgumentError(f"ipc batch_rows must be a positive integer, got {rows!r}")
 
 
 class IpcShardWriter(ShardWriter):
-    def __init__(self, root: Path, shard: int, params: dict[str, Any], classes: list[str]):
-        super().__init__(root, shard, params, classes)
-        self.final = self.root / shard_file_name("samples", shard, ".arrow")
-        self.temporary = partial_path(self.final)
+    def __init__(self, root: Path, shard: int, params: dict[str, Any], classes: list[str], *,
+                 expected_rows: int | None = None):
+        super().__init__(root, shard, params, classes, expected_rows=expected_rows)
         self.schema = sample_schema(classes, dense=bool(params.get("dense")))
-        self.writer = pa.ipc.new_file(str(self.temporary), self.schema)
+        self.writer = pa.ipc.new_file(self.create("samples", "samples", ".arrow"), self.schema)
         self.pending: list[pa.Table] = []
         self.pending_rows = 0
 
@@ -54,14 +58,14 @@ class IpcShardWriter(ShardWriter):
         self.pending = [table.slice(start)] if table is not None and start < table.num_rows else []
         self.pending_rows = table.num_rows - start if table is not None else 0
 
-    def close(self) -> dict[str, ShardFile]:
+    def finish(self) -> None:
         self._flush(final=True)
         self.writer.close()
-        return {"samples": commit_file(self.temporary, self.final, self.root)}
 
     def abort(self) -> None:
-        self.writer.close()
-        self.temporary.unlink(missing_ok=True)
+        with contextlib.suppress(Exception):  # the half-written file is discarded anyway
+            self.writer.close()
+        super().abort()
 
 
 class IpcShardReader(ShardReader):
@@ -91,6 +95,6 @@ IPC = Format(
     reader=IpcShardReader,
     file_roles=("samples",),
     dense_file_roles=("samples",),
-    file_pattern=r"\.?samples-\d+\.arrow(\.partial)?",
-    check_options=check_options,
+    file_pattern=r"samples-\d+\.arrow",
+    options=IpcOptions,
 )

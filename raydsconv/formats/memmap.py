@@ -5,60 +5,53 @@ opens them."""
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 import numpy as np
 
-from raydsconv.formats.base import (
-    Format,
-    ShardReader,
-    ShardWriter,
-    commit_file,
-    contiguous_runs,
-    partial_path,
-    shard_file_name,
-)
-from raydsconv.manifest import Manifest, ShardFile
+from raydsconv.formats.base import Format, OutputFile, ShardReader, ShardWriter, contiguous_runs
+from raydsconv.manifest import Manifest
 from raydsconv.masks import MaskSpec
 
 
 class NpyAppender:
     """Streams rows into a .npy whose final row count is only known at the end.
 
-    numpy pads .npy headers so the first dimension can grow to 21 digits in place; we write the
-    header for 0 rows, append raw rows, then rewrite the header with the real count.
+    numpy pads .npy headers so the first dimension can grow to 21 digits in place. The header is
+    written for ``expected_rows`` (the shard's inputs: right unless some are skipped), rows are
+    appended, and a header with the real count is patched in only when it differs.
     """
 
-    def __init__(self, path: Path, dtype: np.dtype, row_shape: tuple[int, ...]):
-        self.path = path
+    def __init__(self, file: OutputFile, dtype: np.dtype, row_shape: tuple[int, ...], expected_rows: int = 0):
+        self.file = file
         self.dtype = np.dtype(dtype)
         self.row_shape = tuple(row_shape)
+        self.expected_rows = expected_rows
         self.rows = 0
-        self.file: BinaryIO = open(path, "wb")
-        self.header_size = self._write_header()
+        header = self._header(expected_rows)
+        self.file.write(header)
+        self.header_size = len(header)
 
-    def _write_header(self) -> int:
-        header = {"descr": np.lib.format.dtype_to_descr(self.dtype), "fortran_order": False,
-                  "shape": (self.rows, *self.row_shape)}
-        np.lib.format.write_array_header_1_0(self.file, header)
-        return self.file.tell()
+    def _header(self, rows: int) -> bytes:
+        header = io.BytesIO()
+        np.lib.format.write_array_header_1_0(header, {"descr": np.lib.format.dtype_to_descr(self.dtype),
+                                                      "fortran_order": False, "shape": (rows, *self.row_shape)})
+        return header.getvalue()
 
     def append(self, rows: np.ndarray) -> None:
         if rows.shape[1:] != self.row_shape or rows.dtype != self.dtype:
-            raise ValueError(f"{self.path}: rows of {rows.dtype}{rows.shape[1:]} do not fit {self.dtype}{self.row_shape}")
+            raise ValueError(f"{self.file.final}: rows of {rows.dtype}{rows.shape[1:]} do not fit {self.dtype}{self.row_shape}")
         self.file.write(np.ascontiguousarray(rows).data)
         self.rows += len(rows)
 
     def finish(self) -> None:
-        self.file.seek(0)
-        if self._write_header() != self.header_size:
-            raise RuntimeError(f"{self.path}: .npy header changed size; cannot finalise in place")
-        self.file.close()
-
-    def discard(self) -> None:
-        self.file.close()
-        self.path.unlink(missing_ok=True)
+        if self.rows != self.expected_rows:
+            header = self._header(self.rows)
+            if len(header) != self.header_size:
+                raise RuntimeError(f"{self.file.final}: .npy header changed size; cannot finalise in place")
+            self.file.patch(0, header)
 
 
 def image_row_shape(params: dict[str, Any]) -> tuple[int, ...]:
@@ -76,13 +69,14 @@ def target_layout(params: dict[str, Any]) -> tuple[str, np.dtype, tuple[int, ...
 
 
 class MemmapShardWriter(ShardWriter):
-    def __init__(self, root: Path, shard: int, params: dict[str, Any], classes: list[str]):
-        super().__init__(root, shard, params, classes)
+    def __init__(self, root: Path, shard: int, params: dict[str, Any], classes: list[str], *,
+                 expected_rows: int | None = None):
+        super().__init__(root, shard, params, classes, expected_rows=expected_rows)
         self.target_role, dtype, row_shape = target_layout(params)
-        self.final = {role: self.root / shard_file_name(role, shard, ".npy") for role in ("images", self.target_role)}
+        rows = expected_rows or 0
         self.appenders = {
-            "images": NpyAppender(partial_path(self.final["images"]), np.uint8, image_row_shape(params)),
-            self.target_role: NpyAppender(partial_path(self.final[self.target_role]), dtype, row_shape),
+            "images": NpyAppender(self.create("images", "images", ".npy"), np.uint8, image_row_shape(params), rows),
+            self.target_role: NpyAppender(self.create(self.target_role, self.target_role, ".npy"), dtype, row_shape, rows),
         }
 
     def add(self, batch: dict[str, np.ndarray]) -> None:
@@ -90,16 +84,9 @@ class MemmapShardWriter(ShardWriter):
         targets = batch["mask"] if self.target_role == "masks" else batch["label"]
         self.appenders[self.target_role].append(targets.astype(self.appenders[self.target_role].dtype, copy=False))
 
-    def close(self) -> dict[str, ShardFile]:
-        files = {}
-        for role, appender in self.appenders.items():
-            appender.finish()
-            files[role] = commit_file(appender.path, self.final[role], self.root)
-        return files
-
-    def abort(self) -> None:
+    def finish(self) -> None:
         for appender in self.appenders.values():
-            appender.discard()
+            appender.finish()
 
 
 class MemmapShardReader(ShardReader):
@@ -143,5 +130,5 @@ MEMMAP = Format(
     file_roles=("images", "labels"),
     dense_file_roles=("images", "masks"),
     required_params=("shape", "mode", "channels"),
-    file_pattern=r"\.?(images|labels|masks)-\d+\.npy(\.partial)?",
+    file_pattern=r"(images|labels|masks)-\d+\.npy",
 )

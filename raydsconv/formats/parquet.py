@@ -4,6 +4,8 @@ little more than its own sample; readers keep each opened file per worker."""
 
 from __future__ import annotations
 
+import contextlib
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -13,27 +15,29 @@ import pyarrow.parquet as pq
 
 from raydsconv.errors import InvalidArgumentError
 from raydsconv.formats.arrow_table import batch_to_table, row_image_and_target, sample_schema
-from raydsconv.formats.base import Format, ShardReader, ShardWriter, commit_file, partial_path, shard_file_name
-from raydsconv.manifest import Manifest, ShardFile
+from raydsconv.formats.base import Format, ShardReader, ShardWriter
+from raydsconv.manifest import Manifest
 
 DEFAULT_ROW_GROUP_SIZE = 2
 
 
-def check_options(options: dict[str, Any]) -> dict[str, Any]:
-    size = options.get("row_group_size", DEFAULT_ROW_GROUP_SIZE)
-    if not isinstance(size, int) or size <= 0:
-        raise InvalidArgumentError(f"parquet row_group_size must be a positive integer, got {size!r}")
-    return {"row_group_size": size}
+@dataclass(frozen=True)
+class ParquetOptions:
+    row_group_size: int = DEFAULT_ROW_GROUP_SIZE
+
+    def __post_init__(self) -> None:
+        size = self.row_group_size
+        if isinstance(size, bool) or not isinstance(size, int) or size <= 0:
+            raise InvalidArgumentError(f"parquet row_group_size must be a positive integer, got {size!r}")
 
 
 class ParquetShardWriter(ShardWriter):
-    def __init__(self, root: Path, shard: int, params: dict[str, Any], classes: list[str]):
-        super().__init__(root, shard, params, classes)
-        self.final = self.root / shard_file_name("samples", shard, ".parquet")
-        self.temporary = partial_path(self.final)
+    def __init__(self, root: Path, shard: int, params: dict[str, Any], classes: list[str], *,
+                 expected_rows: int | None = None):
+        super().__init__(root, shard, params, classes, expected_rows=expected_rows)
         self.schema = sample_schema(classes, dense=bool(params.get("dense")))
         # Images are already compressed: page compression would cost time and save nothing.
-        self.writer = pq.ParquetWriter(self.temporary, self.schema, compression="none",
+        self.writer = pq.ParquetWriter(self.create("samples", "samples", ".parquet"), self.schema, compression="none",
                                        use_dictionary=["path", "source_format"])
         self.pending: list[pa.Table] = []
         self.pending_rows = 0
@@ -49,15 +53,15 @@ class ParquetShardWriter(ShardWriter):
             self.writer.write_table(table.slice(0, full), row_group_size=size)
             self.pending, self.pending_rows = [table.slice(full)], self.pending_rows - full
 
-    def close(self) -> dict[str, ShardFile]:
+    def finish(self) -> None:
         if self.pending_rows:
             self.writer.write_table(pa.concat_tables(self.pending), row_group_size=self.params["row_group_size"])
         self.writer.close()
-        return {"samples": commit_file(self.temporary, self.final, self.root)}
 
     def abort(self) -> None:
-        self.writer.close()
-        self.temporary.unlink(missing_ok=True)
+        with contextlib.suppress(Exception):  # the half-written file is discarded anyway
+            self.writer.close()
+        super().abort()
 
 
 class ParquetShardReader(ShardReader):
@@ -89,6 +93,6 @@ PARQUET = Format(
     reader=ParquetShardReader,
     file_roles=("samples",),
     dense_file_roles=("samples",),
-    file_pattern=r"\.?samples-\d+\.parquet(\.partial)?",
-    check_options=check_options,
+    file_pattern=r"samples-\d+\.parquet",
+    options=ParquetOptions,
 )

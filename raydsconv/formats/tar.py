@@ -11,6 +11,7 @@ so forked DataLoader workers cannot disturb one another)."""
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -20,8 +21,8 @@ from typing import Any
 
 import numpy as np
 
-from raydsconv.formats.base import Format, ShardReader, ShardWriter, commit_file, partial_path, shard_file_name
-from raydsconv.manifest import Manifest, ShardFile
+from raydsconv.formats.base import Format, ShardReader, ShardWriter
+from raydsconv.manifest import Manifest
 
 KEY_DIGITS = 9
 
@@ -31,11 +32,11 @@ def sample_key(candidate: int) -> str:
 
 
 class TarShardWriter(ShardWriter):
-    def __init__(self, root: Path, shard: int, params: dict[str, Any], classes: list[str]):
-        super().__init__(root, shard, params, classes)
-        self.final = self.root / shard_file_name("samples", shard, ".tar")
-        self.temporary = partial_path(self.final)
-        self.tar = tarfile.open(self.temporary, "w", format=tarfile.USTAR_FORMAT)
+    def __init__(self, root: Path, shard: int, params: dict[str, Any], classes: list[str], *,
+                 expected_rows: int | None = None):
+        super().__init__(root, shard, params, classes, expected_rows=expected_rows)
+        self.tar = tarfile.open(fileobj=self.create("samples", "samples", ".tar"), mode="w",
+                                format=tarfile.USTAR_FORMAT)
         self.dense = bool(params.get("dense"))
         self.placement: dict[str, list[int]] = {"data_offset": [], "data_size": []}
         if self.dense:
@@ -69,13 +70,13 @@ class TarShardWriter(ShardWriter):
             description.update(width=int(batch["width"][i]), height=int(batch["height"][i]))
             self._add_member(f"{key}.json", json.dumps(description).encode())
 
-    def close(self) -> dict[str, ShardFile]:
+    def finish(self) -> None:
         self.tar.close()
-        return {"samples": commit_file(self.temporary, self.final, self.root)}
 
     def abort(self) -> None:
-        self.tar.close()
-        self.temporary.unlink(missing_ok=True)
+        with contextlib.suppress(Exception):  # the half-written file is discarded anyway
+            self.tar.close()
+        super().abort()
 
     def index_columns(self) -> dict[str, np.ndarray]:
         return {name: np.asarray(values, dtype=np.int64) for name, values in self.placement.items()}
@@ -115,5 +116,5 @@ TAR = Format(
     reader=TarShardReader,
     file_roles=("samples",),
     dense_file_roles=("samples",),
-    file_pattern=r"\.?samples-\d+\.tar(\.partial)?",
+    file_pattern=r"samples-\d+\.tar",
 )

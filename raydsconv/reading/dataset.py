@@ -20,7 +20,8 @@ from torch.utils.data import Dataset
 from raydsconv.errors import InvalidArgumentError, ManifestError, UnsupportedFormatError
 from raydsconv.formats import Format, ShardReader, get_format
 from raydsconv.images import decode_rgb
-from raydsconv.manifest import FORMATS_NAME, Manifest, load_manifest
+from raydsconv.layout import FORMATS_NAME
+from raydsconv.manifest import Manifest, load_manifest
 from raydsconv.masks import MaskSpec, mask_array, mask_image
 
 

@@ -17,7 +17,7 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 
 from raydsconv.errors import InvalidArgumentError
-from raydsconv.sources.listing import Listing, Skipped
+from raydsconv.sources.listing import Listing, Skipped, files_fingerprint
 
 
 @dataclass(frozen=True)
@@ -110,6 +110,7 @@ def list_tar_archive(path: str | os.PathLike, root_in_archive: str | None = None
         skipped=skipped,
         columns={"offset": np.asarray([m.offset for m in members], dtype=np.int64),
                  "size": np.asarray([m.size for m in members], dtype=np.int64)},
+        fingerprint=files_fingerprint(str(path.parent), [path.name]),  # members follow from the bytes
     )
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from raydsconv.errors import InvalidArgumentError
-from raydsconv.sources.listing import Listing, Skipped
+from raydsconv.sources.listing import Listing, Skipped, files_fingerprint
 
 
 @dataclass(frozen=True)
@@ -59,6 +59,7 @@ def list_image_folder(root: str | os.PathLike) -> Listing:
         loader=FolderLoader(str(root)),
         description={"kind": "folder", "root": str(root), "num_candidates": len(paths)},
         skipped=skipped,
+        fingerprint=files_fingerprint(str(root), paths, skipped),
     )
 
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
+import os
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Iterable, Protocol
 
 import numpy as np
 
@@ -39,6 +41,9 @@ class Listing:
     skipped: list[Skipped] = field(default_factory=list)  # found while listing (not regular files)
     columns: dict[str, np.ndarray] = field(default_factory=dict)  # per-candidate extras for the loader
     labels_from_items: bool = False  # labels are only known once a worker reads the item
+    # Changes when the source does (files added, removed, resized or touched): a conversion of a changed
+    # source is never resumed. Empty: the source cannot tell (it is then trusted).
+    fingerprint: str = ""
 
     def __post_init__(self) -> None:
         self.labels = np.asarray(self.labels, dtype=np.int64)
@@ -51,3 +56,18 @@ class Listing:
 
     def __len__(self) -> int:
         return len(self.paths)
+
+
+def files_fingerprint(root: str, relative_paths: Iterable[str], skipped: Iterable[Skipped] = ()) -> str:
+    """sha256 over each file's path, size and modification time (one stat each), and over the inputs
+    skipped while listing: what changes when files are added, removed, replaced or edited."""
+    digest = hashlib.sha256()
+    for path in relative_paths:
+        try:
+            status = os.stat(os.path.join(root, path))
+            digest.update(f"{path}\0{status.st_size}\0{status.st_mtime_ns}\n".encode())
+        except OSError:
+            digest.update(f"{path}\0unreadable\n".encode())
+    for item in skipped:
+        digest.update(f"{item.path}\0skipped\0{item.reason}\n".encode())
+    return digest.hexdigest()

@@ -18,7 +18,7 @@ import numpy as np
 
 from raydsconv.errors import InvalidArgumentError
 from raydsconv.sources.folder import walk_files
-from raydsconv.sources.listing import Listing, Skipped
+from raydsconv.sources.listing import Listing, Skipped, files_fingerprint
 
 # (images, masks) folder names tried in this order when none are given
 KNOWN_LAYOUTS = (("images", "masks"), ("JPEGImages", "SegmentationClass"))
@@ -92,6 +92,7 @@ def list_segmentation_folder(source: SegmentationFolder) -> Listing:
                      "split": None if source.split is None else str(source.split), "num_candidates": len(paths)},
         skipped=sorted(skipped, key=lambda s: s.path),
         columns={"mask_path": np.asarray(mask_paths, dtype=object)},
+        fingerprint=files_fingerprint(str(root), [*paths, *mask_paths], skipped),
     )
 
 

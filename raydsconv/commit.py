@@ -1,0 +1,103 @@
+"""Commit: gather the shard records into the dataset-level files — index, the format's own files
+(e.g. HDF5's virtual dataset), the manifest last — then, for an overwrite, swap the new dataset in."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+import raydsconv
+from raydsconv import layout
+from raydsconv.errors import ConversionError
+from raydsconv.manifest import Manifest, Shard
+from raydsconv.plan import ConversionPlan
+from raydsconv.shards import ShardRecord, Target
+from raydsconv.sources import Listing, Skipped
+from raydsconv.workspace import Workspace, finish_swap, remove_work_state
+
+
+def skipped_inputs(listing: Listing, records: list[ShardRecord]) -> list[Skipped]:
+    """Every input that did not become a sample, with its reason, in path order."""
+    return sorted(
+        [Skipped(listing.paths[candidate], reason) for record in records for candidate, reason in record.skipped]
+        + listing.skipped,
+        key=lambda s: s.path,
+    )
+
+
+def commit(workspace: Workspace, plan: ConversionPlan, listing: Listing, targets: list[Target],
+           records: list[ShardRecord], *, strict: bool) -> dict[str, Manifest]:
+    """Write the dataset-level files of every target; the manifests (and formats.json) last."""
+    skipped = skipped_inputs(listing, records)
+    if not any(len(record.kept) for record in records):
+        examples = "; ".join(f"{s.path}: {s.reason}" for s in skipped[:3])
+        raise ConversionError(
+            f"none of the {len(listing) + len(listing.skipped)} inputs became a sample, so no dataset was written "
+            f"(e.g. {examples}); check the source and the options"
+        )
+    if listing.labels_from_items and not listing.classes:  # no class names given: name them by index
+        top = max((int(r.labels.max()) for r in records if len(r.labels)), default=-1)
+        listing.classes = [str(i) for i in range(top + 1)]
+    manifests = {}
+    for target in targets:
+        fmt = target.format
+        _write_index(target.root, listing, records, fmt.name)
+        shards = [Shard(r.shard, len(r.kept), r.files[fmt.name]) for r in records]
+        params = dict(target.params)
+        if fmt.finalize is not None:
+            params.update(fmt.finalize(target.root, shards, params))
+        manifest = Manifest(
+            format=fmt.name,
+            params=params,
+            num_samples=sum(shard.num_samples for shard in shards),
+            classes=listing.classes,
+            shards=shards,
+            skipped=[s.to_dict() for s in skipped],
+            source=listing.description,
+            settings={"images_per_file": plan.images_per_file, "strict": strict},
+            library_version=raydsconv.__version__,
+            plan=plan.to_dict(),
+        )
+        manifest.write(target.root)
+        manifests[fmt.name] = manifest
+    if plan.several:
+        _write_formats_file(workspace.root, targets)
+    if workspace.replacing:
+        finish_swap(workspace.output, workspace.root, plan.several)
+    remove_work_state(workspace.output)
+    return manifests
+
+
+def _write_formats_file(top: Path, targets: list[Target]) -> None:
+    """Several formats from one pass: ``formats.json`` says which sub-folder holds which."""
+    final = top / layout.FORMATS_NAME
+    temporary = layout.partial_path(final)
+    temporary.write_text(json.dumps({"formats": {t.format.name: t.root.name for t in targets}}, indent=1) + "\n")
+    os.replace(temporary, final)
+
+
+def _write_index(root: Path, listing: Listing, records: list[ShardRecord], format_name: str) -> None:
+    """One row per stored sample, in sample order: where it came from, where it is, and the
+    columns only this format needs (e.g. byte offsets in a tar)."""
+    kept = np.concatenate([r.kept for r in records])
+    columns = {
+        "label": np.concatenate([r.labels for r in records]),
+        "shard": np.concatenate([np.full(len(r.kept), r.shard, dtype=np.int64) for r in records]),
+        "row": np.concatenate([np.arange(len(r.kept), dtype=np.int64) for r in records]),
+        "path": pa.array(listing.paths, type=pa.string()).take(pa.array(kept)),
+        "width": np.concatenate([r.width for r in records]),
+        "height": np.concatenate([r.height for r in records]),
+        "source_format": pa.array([f for r in records for f in r.source_format], type=pa.string()),
+    }
+    if "mask_path" in listing.columns:  # a segmentation folder: where each mask came from
+        columns["mask_path"] = pa.array(listing.columns["mask_path"], type=pa.string()).take(pa.array(kept))
+    for name in records[0].index_columns.get(format_name, {}):
+        columns[name] = np.concatenate([r.index_columns[format_name][name] for r in records])
+    temporary = layout.partial_path(root / layout.INDEX_NAME)
+    pq.write_table(pa.table(columns), temporary)
+    os.replace(temporary, root / layout.INDEX_NAME)

@@ -1,0 +1,74 @@
+"""Every name in an output folder, in one place.
+
+A finished dataset::
+
+    OUTPUT/manifest.json            written last: no manifest, no dataset
+    OUTPUT/index.parquet            one row per stored sample
+    OUTPUT/<format's shard files>   named by shard_file_name, e.g. images-00042.npy
+    OUTPUT/<format>/...             several formats from one pass: one dataset per sub-folder,
+    OUTPUT/formats.json             and this file (written last) says which
+
+While a conversion runs, its state lives beside the shards in a work folder that commit removes::
+
+    OUTPUT/.raydsconv/lock          one conversion at a time (raydsconv.lock)
+    OUTPUT/.raydsconv/plan.json     the plan being carried out: a re-run of the same plan resumes
+    OUTPUT/.raydsconv/shards/       one record per committed shard (raydsconv.shards)
+    OUTPUT/.raydsconv/build/        an --overwrite builds the new dataset here, beside the old one
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+MANIFEST_NAME = "manifest.json"
+INDEX_NAME = "index.parquet"
+FORMATS_NAME = "formats.json"  # at the top of a several-formats conversion: format -> sub-folder
+MANIFEST_TEMPORARY_PREFIX = ".manifest-"
+
+WORK_DIR = ".raydsconv"
+LOCK_NAME = "lock"
+PLAN_NAME = "plan.json"
+RECORDS_DIR = "shards"
+BUILD_DIR = "build"
+RETIRED_DIR = "retired"  # the old dataset's files, moved aside while an overwrite is swapped in
+PARTIAL_SUFFIX = ".partial"
+
+
+def shard_file_name(stem: str, shard: int, suffix: str) -> str:
+    """Deterministic names, e.g. images-00042.npy; the manifest lists them, readers never listdir."""
+    return f"{stem}-{shard:05d}{suffix}"
+
+
+def partial_path(final: Path) -> Path:
+    """A temporary name for ``final`` that no other writer uses (a retried or orphaned task may still
+    be writing the same shard), hidden, and recognisable as ours: ``.NAME.<pid>-<random>.partial``."""
+    return final.with_name(f".{final.name}.{os.getpid()}-{os.urandom(4).hex()}{PARTIAL_SUFFIX}")
+
+
+def is_partial(name: str) -> bool:
+    return name.startswith(".") and name.endswith(PARTIAL_SUFFIX)
+
+
+def record_name(shard: int) -> str:
+    return f"{shard:05d}.json"
+
+
+def dataset_root(top: Path, format_name: str, several: bool) -> Path:
+    """Where one format's dataset goes: the top itself, or its sub-folder when several are written."""
+    return top / format_name if several else top
+
+
+def completion_marker(top: Path, several: bool) -> Path:
+    """The file whose presence means the dataset at ``top`` is finished (written last by commit)."""
+    return top / (FORMATS_NAME if several else MANIFEST_NAME)
+
+
+def ours_pattern(shard_file_patterns: list[str]) -> re.Pattern:
+    """Every top-level file name a conversion may leave behind, given the formats' shard patterns."""
+    dataset_files = "|".join(re.escape(name) for name in (INDEX_NAME, MANIFEST_NAME, FORMATS_NAME))
+    return re.compile(
+        rf"({'|'.join(shard_file_patterns)}|{dataset_files}|{re.escape(MANIFEST_TEMPORARY_PREFIX)}.*"
+        rf"|\..*{re.escape(PARTIAL_SUFFIX)})"
+    )

@@ -1,0 +1,208 @@
+"""The shard: the unit of work, commit and resume. Ray-free: ``ShardJob.write`` is what one task does
+for one shard, and it runs the same without Ray.
+
+A shard is written in input order by one writer per format, each file to a temporary name, hashed
+while written, renamed into place; then the shard's record (its files, sizes and sha256, the kept
+samples and the skipped ones) is written atomically beside the work state. A shard exists once its
+record does: a re-run keeps it if its files still check out, and redoes it otherwise.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+
+from raydsconv.errors import ConversionError
+from raydsconv.formats import Format
+from raydsconv.layout import partial_path, record_name
+from raydsconv.manifest import ShardFile
+from raydsconv.prepare import Preparation, prepare_batch
+
+
+@dataclass(frozen=True)
+class Target:
+    """One output format of a conversion: where its shards go and its recorded parameters."""
+
+    format: Format
+    root: Path
+    params: dict[str, Any]
+
+
+@dataclass
+class ShardRecord:
+    """What one written shard holds; saved as ``.raydsconv/shards/NNNNN.json``."""
+
+    shard: int
+    files: dict[str, dict[str, ShardFile]]  # format -> role -> file
+    kept: np.ndarray  # candidate numbers of the stored samples, in row order
+    labels: np.ndarray  # their labels (from the listing, or from the items of an in-memory source)
+    width: np.ndarray
+    height: np.ndarray
+    source_format: list[str]
+    index_columns: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)  # format -> extra columns
+    skipped: list[tuple[int, str]] = field(default_factory=list)  # (candidate, reason)
+    node: str = ""  # Ray node that wrote the shard (reported, never stored in the dataset)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "shard": self.shard,
+            "files": {fmt: {role: vars(f) for role, f in roles.items()} for fmt, roles in self.files.items()},
+            "kept": self.kept.tolist(),
+            "labels": self.labels.tolist(),
+            "width": self.width.tolist(),
+            "height": self.height.tolist(),
+            "source_format": self.source_format,
+            "index_columns": {fmt: {name: values.tolist() for name, values in columns.items()}
+                              for fmt, columns in self.index_columns.items()},
+            "skipped": [list(item) for item in self.skipped],
+            "node": self.node,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "ShardRecord":
+        return cls(
+            shard=int(data["shard"]),
+            files={fmt: {role: ShardFile(**f) for role, f in roles.items()} for fmt, roles in data["files"].items()},
+            kept=np.asarray(data["kept"], dtype=np.int64),
+            labels=np.asarray(data["labels"], dtype=np.int64),
+            width=np.asarray(data["width"], dtype=np.int32),
+            height=np.asarray(data["height"], dtype=np.int32),
+            source_format=[str(f) for f in data["source_format"]],
+            index_columns={fmt: {name: np.asarray(values, dtype=np.int64) for name, values in columns.items()}
+                           for fmt, columns in data["index_columns"].items()},
+            skipped=[(int(candidate), str(reason)) for candidate, reason in data["skipped"]],
+            node=str(data.get("node", "")),
+        )
+
+    def all_files(self) -> Iterator[ShardFile]:
+        for roles in self.files.values():
+            yield from roles.values()
+
+
+def save_record(record: ShardRecord, records: Path) -> None:
+    """Atomically: a record is there whole, or not at all."""
+    final = records / record_name(record.shard)
+    temporary = partial_path(final)
+    with open(temporary, "w") as file:
+        json.dump(record.to_dict(), file)
+        file.flush()
+        os.fsync(file.fileno())
+    os.replace(temporary, final)
+
+
+def load_record(path: Path) -> ShardRecord | None:
+    """A saved record, or None when it cannot be read (it is then redone)."""
+    try:
+        return ShardRecord.from_dict(json.loads(path.read_text()))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def file_checks_out(root: Path, shard_file: ShardFile) -> bool:
+    """The file is there with its recorded size and sha256."""
+    path = root / shard_file.name
+    try:
+        if path.stat().st_size != shard_file.bytes:
+            return False
+        digest = hashlib.sha256()
+        with open(path, "rb") as file:
+            while chunk := file.read(1 << 22):
+                digest.update(chunk)
+    except OSError:
+        return False
+    return digest.hexdigest() == shard_file.sha256
+
+
+@dataclass(frozen=True)
+class ShardJob:
+    """What a worker needs to write shards: picklable, shipped once per conversion."""
+
+    targets: tuple[Target, ...]
+    preparation: Preparation
+    classes: list[str]
+    strict: bool
+    batch_size: int
+    records: Path  # the folder of shard records
+
+    def write(self, shard: int, rows: dict[str, np.ndarray], loader: Any) -> ShardRecord:
+        """Read, prepare and write every candidate of ``rows`` (one whole shard, in order) into one
+        shard of each target, then save its record. A failure removes the shard's temporary files."""
+        count = len(rows["candidate"])
+        progress = _ShardInProgress(shard, self.targets, self.classes, self.strict, expected_rows=count)
+        try:
+            for start in range(0, count, self.batch_size):
+                batch = {key: values[start : start + self.batch_size] for key, values in rows.items()}
+                progress.add(prepare_batch(batch, loader=loader, preparation=self.preparation))
+            record = progress.finish()
+        except BaseException:
+            progress.abort()
+            raise
+        save_record(record, self.records)
+        return record
+
+
+class _ShardInProgress:
+    def __init__(self, shard: int, targets: tuple[Target, ...], classes: list[str], strict: bool, expected_rows: int):
+        self.shard = shard
+        self.strict = strict
+        self.writers: dict[str, Any] = {}
+        try:
+            for target in targets:
+                self.writers[target.format.name] = target.format.writer(
+                    target.root, shard, target.params, classes, expected_rows=expected_rows)
+        except BaseException:
+            self.abort()  # the writers made so far leave no temporary files
+            raise
+        self.kept: list[np.ndarray] = []
+        self.labels: list[np.ndarray] = []
+        self.width: list[np.ndarray] = []
+        self.height: list[np.ndarray] = []
+        self.source_format: list[str] = []
+        self.skipped: list[tuple[int, str]] = []
+
+    def add(self, batch: dict[str, np.ndarray]) -> None:
+        ok = batch["ok"]
+        if not ok.all():
+            bad = np.flatnonzero(~ok)
+            if self.strict:
+                first = bad[0]
+                raise ConversionError(f"{batch['path'][first]}: {batch['reason'][first]} (strict mode)")
+            self.skipped.extend((int(batch["candidate"][i]), str(batch["reason"][i])) for i in bad)
+            batch = {key: value[ok] for key, value in batch.items()}
+        if len(batch["candidate"]) == 0:
+            return
+        for writer in self.writers.values():
+            writer.add(batch)
+        self.kept.append(batch["candidate"].astype(np.int64))
+        self.labels.append(batch["label"].astype(np.int64))
+        self.width.append(batch["width"])
+        self.height.append(batch["height"])
+        self.source_format.extend(str(f) for f in batch["source_format"])
+
+    def finish(self) -> ShardRecord:
+        files = {name: writer.close() for name, writer in self.writers.items()}
+
+        def joined(parts: list[np.ndarray], dtype) -> np.ndarray:
+            return np.concatenate(parts).astype(dtype) if parts else np.zeros(0, dtype=dtype)
+
+        return ShardRecord(
+            shard=self.shard,
+            files=files,
+            kept=joined(self.kept, np.int64),
+            labels=joined(self.labels, np.int64),
+            width=joined(self.width, np.int32),
+            height=joined(self.height, np.int32),
+            source_format=self.source_format,
+            index_columns={name: writer.index_columns() for name, writer in self.writers.items()},
+            skipped=self.skipped,
+        )
+
+    def abort(self) -> None:
+        for writer in self.writers.values():
+            writer.abort()
