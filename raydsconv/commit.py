@@ -18,7 +18,7 @@ from raydsconv.manifest import Manifest, Shard
 from raydsconv.plan import ConversionPlan
 from raydsconv.shards import ShardRecord, Target
 from raydsconv.sources import Listing, Skipped
-from raydsconv.workspace import Workspace, finish_swap, remove_work_state
+from raydsconv.workspace import Workspace, discard, finish_swap, remove_work_state
 
 
 def skipped_inputs(listing: Listing, records: list[ShardRecord]) -> list[Skipped]:
@@ -35,6 +35,7 @@ def commit(workspace: Workspace, plan: ConversionPlan, listing: Listing, targets
     """Write the dataset-level files of every target; the manifests (and formats.json) last."""
     skipped = skipped_inputs(listing, records)
     if not any(len(record.kept) for record in records):
+        discard(workspace)
         examples = "; ".join(f"{s.path}: {s.reason}" for s in skipped[:3])
         raise ConversionError(
             f"none of the {len(listing) + len(listing.skipped)} inputs became a sample, so no dataset was written "

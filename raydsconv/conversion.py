@@ -228,6 +228,7 @@ def _run(plan: ConversionPlan, listing: Listing, workspace: Workspace, stopped: 
     todo = [shard for shard in range(plan.num_shards) if shard not in records]
     nodes = set()
     ray_seconds = ensure_ray(address, num_cpus=num_workers) if todo else 0.0
+    stopped.reinstall()
     started = time.perf_counter()
     for record in run_shards(listing, todo, job, images_per_file=plan.images_per_file, concurrency=num_workers,
                              progress=progress):

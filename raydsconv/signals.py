@@ -14,6 +14,9 @@ from contextlib import contextmanager
 from typing import Iterator
 
 
+SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
 class Stop(BaseException):
     """Raised by the handler; carries the signal number."""
 
@@ -24,6 +27,14 @@ class Stopped:
     def __init__(self) -> None:
         self.signal_number: int | None = None
         self._deferring = False
+        self._handler = None
+
+    def reinstall(self) -> None:
+        """Take the signals back: Ray's core installs a SIGTERM handler of its own when it starts in
+        this process (it prints a stack dump and exits)."""
+        if self._handler is not None:
+            for number in SIGNALS:
+                signal.signal(number, self._handler)
 
     @contextmanager
     def deferred(self) -> Iterator[None]:
@@ -48,7 +59,8 @@ def stop_on_signals() -> Iterator[Stopped]:
         if first and not stopped._deferring:  # a second signal must not interrupt the clean-up
             raise Stop(signal_number)
 
-    previous = {number: signal.signal(number, handler) for number in (signal.SIGINT, signal.SIGTERM)}
+    stopped._handler = handler
+    previous = {number: signal.signal(number, handler) for number in SIGNALS}
     try:
         yield stopped
     finally:

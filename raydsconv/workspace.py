@@ -193,6 +193,22 @@ def finish_swap(output: Path, build: Path, several: bool) -> None:
     swapping.unlink()
 
 
+def discard(workspace: Workspace) -> None:
+    """Remove what this conversion wrote (a dataset not worth keeping); an old dataset it was to replace
+    stays, and so does anything raydsconv did not write."""
+    _remove_work_state(workspace.work)
+    if workspace.replacing:
+        return  # the build folder went with the work state
+    ours = layout.ours_pattern([fmt.file_pattern for fmt in FORMATS.values()])
+    for folder in [workspace.output, *(workspace.output / name for name in FORMATS)]:
+        if folder.is_dir():
+            for entry in folder.iterdir():
+                if entry.is_file() and ours.fullmatch(entry.name):
+                    entry.unlink()
+            if folder != workspace.output and not any(folder.iterdir()):
+                folder.rmdir()
+
+
 def remove_work_state(output: Path) -> None:
     """After commit: the plan and shard records are in the manifest now (the lock goes last)."""
     _remove_work_state(work_dir(output))
