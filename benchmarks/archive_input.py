@@ -12,7 +12,7 @@ import statistics
 import sys
 from pathlib import Path
 
-from common import benchmark_parser, imagenet_like_folder
+from common import benchmark_parser, fresh, imagenet_like_folder
 
 import raydsconv
 from raydsconv.samples import write_tar_of_tars
@@ -37,12 +37,12 @@ def main() -> int:
 
     ensure_ray()
     runs = {(fmt, name): [] for fmt in ("memmap", "parquet") for name in ("folder", "tar of tars")}
-    options = {"shape": (224, 224), "images_per_file": 500, "overwrite": True, "progress": False}
-    raydsconv.convert(folder, workdir / "arch-warm", **options)
+    options = {"shape": (224, 224), "images_per_file": 500, "progress": False}
+    raydsconv.convert(folder, fresh(workdir / "arch-warm"), **options)
     for _ in range(args.repeats):
         for (fmt, name), rates in runs.items():
             source = folder if name == "folder" else archive
-            rates.append(raydsconv.convert(source, workdir / f"arch-{fmt}", format=fmt, **options).images_per_second)
+            rates.append(raydsconv.convert(source, fresh(workdir / f"arch-{fmt}"), format=fmt, **options).images_per_second)
     print(f"\n{args.images} JPEGs; images/s, medians of {args.repeats}")
     for fmt in ("memmap", "parquet"):
         from_folder, from_tar = (statistics.median(runs[(fmt, n)]) for n in ("folder", "tar of tars"))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import threading
 import time
 from pathlib import Path
@@ -35,6 +36,12 @@ def imagenet_like_folder(workdir: Path, images: int) -> Path:
         write_image_folder(partial, num_images=images, num_classes=10, noise=9.0)
         partial.rename(source)
     return source
+
+
+def fresh(output: Path) -> Path:
+    """``output`` emptied: converting the same plan into a finished output again does nothing at all."""
+    shutil.rmtree(output, ignore_errors=True)
+    return output
 
 
 def memory_in_use() -> int:

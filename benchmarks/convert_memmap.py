@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from common import PeakMemory, benchmark_parser, imagenet_like_folder
+from common import PeakMemory, benchmark_parser, fresh, imagenet_like_folder
 
 from raydsconv.cluster import available_cpus
 from raydsconv.formats.base import OutputFile
@@ -104,8 +104,8 @@ def main() -> int:
     ray_start = ensure_ray()
     print(f"Ray start-up: {ray_start:.1f} s (not counted below)", flush=True)
     # A first, untimed conversion warms Ray's worker processes (imports of torch, PIL, ...).
-    raydsconv.convert(source, workdir / "warm", shape=(224, 224), images_per_file=args.images_per_file,
-                      overwrite=True, progress=False)
+    raydsconv.convert(source, fresh(workdir / "warm"), shape=(224, 224), images_per_file=args.images_per_file,
+                      progress=False)
 
     pool_rates, ray_rates, pool_memory, ray_memory = [], [], [], []
     for repeat in range(args.repeats):
@@ -113,9 +113,10 @@ def main() -> int:
             seconds = run_pool(pool, source, listing.paths, workdir / "pool-out", args.images_per_file)
         pool_rates.append(len(listing) / seconds)
         pool_memory.append(peak.megabytes)
+        fresh(workdir / "ray-out")
         with PeakMemory() as peak:
             report = raydsconv.convert(source, workdir / "ray-out", shape=(224, 224),
-                                       images_per_file=args.images_per_file, overwrite=True, progress=False)
+                                       images_per_file=args.images_per_file, progress=False)
         ray_rates.append(report.images_per_second)
         ray_memory.append(peak.megabytes)
         print(f"  run {repeat + 1}: pool {pool_rates[-1]:.0f} images/s, raydsconv {ray_rates[-1]:.0f} images/s",

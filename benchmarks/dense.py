@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 from torch.utils.data import DataLoader
 
-from common import benchmark_parser
+from common import benchmark_parser, fresh
 
 import raydsconv
 from raydsconv.samples import jpeg_bytes, segmentation_sample
@@ -64,14 +64,14 @@ def main() -> int:
     from raydsconv.cluster import ensure_ray
 
     ensure_ray()
-    options = {"images_per_file": 500, "overwrite": True, "progress": False}
+    options = {"images_per_file": 500, "progress": False}
     formats = {"memmap": {"shape": (224, 224), "resize": "crop"}, "tar": {}}
     runs: dict[tuple[str, str], list[float]] = {(fmt, kind): [] for fmt in formats for kind in ("classes", "masks")}
-    raydsconv.convert(root / "as_classes", workdir / "dense-warm", format="memmap", shape=(224, 224), **options)
+    raydsconv.convert(root / "as_classes", fresh(workdir / "dense-warm"), format="memmap", shape=(224, 224), **options)
     for _ in range(args.repeats):
         for (fmt, kind), rates in runs.items():
             source = root / "as_classes" if kind == "classes" else root
-            report = raydsconv.convert(source, workdir / f"dense-{fmt}-{kind}", format=fmt, dense=kind == "masks",
+            report = raydsconv.convert(source, fresh(workdir / f"dense-{fmt}-{kind}"), format=fmt, dense=kind == "masks",
                                        **formats[fmt], **options)
             assert report.num_samples == args.images, report.summary()
             rates.append(report.images_per_second)

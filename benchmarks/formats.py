@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 import torch
-from common import benchmark_parser, imagenet_like_folder
+from common import benchmark_parser, fresh, imagenet_like_folder
 from PIL import Image
 from torch.utils.data import DataLoader
 from torchvision import datasets, transforms
@@ -72,12 +72,12 @@ def main() -> int:
 
     ensure_ray()
     runs = [(name, "full") for name in FIXED + FLEXIBLE] + [(name, "header") for name in FLEXIBLE]
-    options = {"shape": (224, 224), "images_per_file": 500, "overwrite": True, "progress": False}
-    raydsconv.convert(source, workdir / "warm", format="memmap", **options)  # warms Ray's workers
+    options = {"shape": (224, 224), "images_per_file": 500, "progress": False}
+    raydsconv.convert(source, fresh(workdir / "warm"), format="memmap", **options)  # warms Ray's workers
     conversion: dict[tuple[str, str], list[float]] = {run: [] for run in runs}
     for _ in range(args.repeats):
         for name, validation in runs:
-            report = raydsconv.convert(source, workdir / f"fmt-{name}", format=name, validation=validation, **options)
+            report = raydsconv.convert(source, fresh(workdir / f"fmt-{name}"), format=name, validation=validation, **options)
             conversion[(name, validation)].append(report.images_per_second)
     ray.shutdown()  # DataLoader workers fork: no Ray driver in this process from here on
 

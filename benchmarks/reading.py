@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 import torch
-from common import benchmark_parser, imagenet_like_folder
+from common import benchmark_parser, fresh, imagenet_like_folder
 from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms
 
@@ -63,7 +63,7 @@ def main() -> int:
     source = imagenet_like_folder(workdir, args.images)
     path = workdir / "read-memmap"
     if not (path / "manifest.json").exists():
-        raydsconv.convert(source, path, shape=(224, 224), images_per_file=500, overwrite=True, progress=False)
+        raydsconv.convert(source, fresh(path), shape=(224, 224), images_per_file=500, progress=False)
         import ray
 
         ray.shutdown()

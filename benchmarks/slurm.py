@@ -24,7 +24,7 @@ import sys
 import time
 from pathlib import Path
 
-from common import benchmark_parser, imagenet_like_folder
+from common import benchmark_parser, fresh, imagenet_like_folder
 
 ROOT = Path(__file__).resolve().parent.parent
 REPORT = re.compile(r"([\d.]+) s \((\d+) images/s; Ray start-up ([\d.]+) s more\)")
@@ -52,7 +52,7 @@ def main() -> int:
         env["SLURM_CONF"] = str(local_conf)
     workdir = args.workdir
     source = imagenet_like_folder(workdir, args.images)
-    options = ["--shape", "224", "224", "--images-per-file", str(args.images_per_file), "--overwrite", "--no-progress"]
+    options = ["--shape", "224", "224", "--images-per-file", str(args.images_per_file), "--no-progress"]
     nodes = subprocess.run(["sinfo", "-h", "-o", "%D %c %T"], env=env, capture_output=True, text=True)
     print(f"{args.images} JPEGs -> memmap 224x224, {args.images_per_file} per shard; "
           f"SLURM nodes (count, CPUs each, state): {nodes.stdout.strip() or nodes.stderr.strip()}", flush=True)
@@ -62,7 +62,7 @@ def main() -> int:
         "job script s", "embedded total s", "sbatch total s")}
     for repeat in range(args.repeats):
         seconds, text = run([sys.executable, "-m", "raydsconv.cli", "convert", str(source),
-                             str(workdir / "embedded-out"), *options], env)
+                             str(fresh(workdir / "embedded-out")), *options], env)
         _, rate, ray_start = REPORT.search(text).groups()
         rows["embedded images/s"].append(float(rate))
         rows["embedded Ray start s"].append(float(ray_start))
@@ -70,7 +70,7 @@ def main() -> int:
 
         log = workdir / "slurm-job.out"
         seconds, _ = run(["sbatch", "--wait", f"--nodes={args.nodes}", f"--output={log}", f"--chdir={workdir}",
-                          str(ROOT / "jobs" / "slurm" / "convert.sbatch"), str(source), str(workdir / "slurm-out"),
+                          str(ROOT / "jobs" / "slurm" / "convert.sbatch"), str(source), str(fresh(workdir / "slurm-out")),
                           *options], {**env, "RAYDSCONV_SLURM_LOGS": str(workdir / "slurm-logs")})
         text = log.read_text()
         rows["slurm images/s"].append(float(REPORT.search(text).group(2)))

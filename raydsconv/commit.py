@@ -18,7 +18,7 @@ from raydsconv.manifest import Manifest, Shard
 from raydsconv.plan import ConversionPlan
 from raydsconv.shards import ShardRecord, Target
 from raydsconv.sources import Listing, Skipped
-from raydsconv.workspace import Workspace, discard, finish_swap, remove_work_state
+from raydsconv.workspace import Workspace, discard, finish_swap, remove_temporary_files, remove_work_state
 
 
 def skipped_inputs(listing: Listing, records: list[ShardRecord]) -> list[Skipped]:
@@ -46,6 +46,7 @@ def commit(workspace: Workspace, plan: ConversionPlan, listing: Listing, targets
         listing.classes = [str(i) for i in range(top + 1)]
     manifests = {}
     for target in targets:
+        remove_temporary_files(target.root)  # e.g. of a task killed with its node
         fmt = target.format
         _write_index(target.root, listing, records, fmt.name)
         shards = [Shard(r.shard, len(r.kept), r.files[fmt.name]) for r in records]

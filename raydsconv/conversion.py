@@ -163,12 +163,12 @@ def convert(
             work = work_dir(output)
             work.mkdir(parents=True, exist_ok=True)
             try:
-                with OutputLock(work / LOCK_NAME):
+                with OutputLock(work / LOCK_NAME) as lock:
                     workspace = open_workspace(output, plan, overwrite=overwrite)
                     if workspace.complete:
                         return _complete_report(output, plan)
-                    return _run(plan, listing, workspace, stopped, batch_size=batch_size, num_workers=num_workers,
-                                address=address, strict=strict, progress=progress)
+                    return _run(plan, listing, workspace, stopped, lock, batch_size=batch_size,
+                                num_workers=num_workers, address=address, strict=strict, progress=progress)
             finally:
                 with contextlib.suppress(OSError):
                     work.rmdir()  # gone once committed; an unfinished conversion keeps its state there
@@ -205,7 +205,8 @@ def make_plan(source: Any, *, root_in_archive: str | None, strict: bool, dense: 
     return plan, listing
 
 
-def _run(plan: ConversionPlan, listing: Listing, workspace: Workspace, stopped: Stopped, *, batch_size: int,
+def _run(plan: ConversionPlan, listing: Listing, workspace: Workspace, stopped: Stopped, lock: OutputLock, *,
+         batch_size: int,
          num_workers: int | None, address: str | None, strict: bool, progress: bool) -> ConversionReport:
     """Write the shards that are missing, then commit."""
     from raydsconv.cluster import ensure_ray
@@ -223,6 +224,7 @@ def _run(plan: ConversionPlan, listing: Listing, workspace: Workspace, stopped: 
             mask=plan.mask,
             num_classes=len(listing.classes) if listing.labels_from_items and listing.classes else None),
         classes=listing.classes, strict=strict, batch_size=batch_size, records=workspace.records,
+        lock=lock.path, token=lock.token,
     )
     records = dict(workspace.done)
     todo = [shard for shard in range(plan.num_shards) if shard not in records]

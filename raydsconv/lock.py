@@ -44,8 +44,9 @@ class OutputLock:
 
     def __init__(self, path: Path):
         self.path = Path(path)
+        self.token = os.urandom(8).hex()  # this run's, so that its tasks can tell it still holds the lock
         self.holder = {"host": socket.gethostname(), "pid": os.getpid(), "process_start": _process_start(os.getpid()),
-                       "since": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
+                       "since": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "token": self.token}
         self._stop = threading.Event()
         self._heartbeat: threading.Thread | None = None
 
@@ -112,3 +113,12 @@ class OutputLock:
             f"{holder.get('since', '?')}, last heartbeat {age:.0f} s ago); wait for it, or if it is gone "
             f"(e.g. its node died), delete {self.path} and run again"
         )
+
+
+def still_held(path: Path, token: str) -> bool:
+    """Whether the run with ``token`` still holds the lock at ``path`` (checked by its tasks, so that a
+    task of a run that died or was taken over writes nothing more)."""
+    try:
+        return json.loads(Path(path).read_text()).get("token") == token
+    except (OSError, ValueError, AttributeError):
+        return False

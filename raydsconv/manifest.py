@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from raydsconv.errors import ManifestError
-from raydsconv.layout import INDEX_NAME, MANIFEST_NAME, MANIFEST_TEMPORARY_PREFIX
+from raydsconv.layout import INDEX_NAME, MANIFEST_NAME, MANIFEST_TEMPORARY_PREFIX, PLAN_NAME, WORK_DIR
 
 FORMAT_VERSION = 2
 
@@ -161,6 +161,9 @@ def load_manifest(root: str | os.PathLike, *, check_files: bool = True) -> Manif
     try:
         data = json.loads(path.read_text())
     except FileNotFoundError:
+        if (root / WORK_DIR / PLAN_NAME).exists():
+            raise ManifestError(f"{path}: no manifest yet: {root} holds an unfinished conversion; run the same "
+                                "convert command again to finish it") from None
         raise ManifestError(
             f"{path}: no manifest; {root} is not a finished raydsconv dataset (was the conversion interrupted?)"
         ) from None

@@ -21,6 +21,7 @@ import numpy as np
 from raydsconv.errors import ConversionError
 from raydsconv.formats import Format
 from raydsconv.layout import partial_path, record_name
+from raydsconv.lock import still_held
 from raydsconv.manifest import ShardFile
 from raydsconv.prepare import Preparation, prepare_batch
 
@@ -129,10 +130,15 @@ class ShardJob:
     strict: bool
     batch_size: int
     records: Path  # the folder of shard records
+    lock: Path | None = None  # the output's lock, and the token of the run that holds it:
+    token: str = ""  # a task of a run that lost the lock (died, or was taken over) writes nothing
 
     def write(self, shard: int, rows: dict[str, np.ndarray], loader: Any) -> ShardRecord:
         """Read, prepare and write every candidate of ``rows`` (one whole shard, in order) into one
         shard of each target, then save its record. A failure removes the shard's temporary files."""
+        if self.lock is not None and not still_held(self.lock, self.token):
+            raise ConversionError(f"{self.lock}: this conversion no longer holds the output's lock; "
+                                  f"shard {shard} left to the run that does")
         count = len(rows["candidate"])
         progress = _ShardInProgress(shard, self.targets, self.classes, self.strict, expected_rows=count)
         try:

@@ -209,6 +209,12 @@ def discard(workspace: Workspace) -> None:
                 folder.rmdir()
 
 
+def remove_temporary_files(root: Path) -> None:
+    for entry in root.iterdir():
+        if layout.is_partial(entry.name):
+            entry.unlink(missing_ok=True)
+
+
 def remove_work_state(output: Path) -> None:
     """After commit: the plan and shard records are in the manifest now (the lock goes last)."""
     _remove_work_state(work_dir(output))

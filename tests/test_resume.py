@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 from test_convert_memmap import tree_digest
 
-from raydsconv import ConversionError, InvalidArgumentError, convert, open_dataset
+from raydsconv import ConversionError, InvalidArgumentError, ManifestError, convert, open_dataset
 from raydsconv.conversion import make_plan
 from raydsconv.errors import OutputLockedError
 from raydsconv.formats.base import OutputFile
@@ -162,6 +162,8 @@ def test_resume_keeps_good_shards_redoes_damaged_ones_and_refuses_a_changed_sour
         convert(source, output, shape=(8, 8), images_per_file=4, strict=True, num_workers=1, progress=False)
     records = sorted((output / WORK_DIR / RECORDS_DIR).glob("*.json"))
     assert records and not (output / "manifest.json").exists()
+    with pytest.raises(ManifestError, match="holds an unfinished conversion; run the same convert command again"):
+        open_dataset(output)
     damaged = load_record(records[0]).files["memmap"]["images"].name
     with open(output / damaged, "r+b") as file:  # same size, one byte flipped
         file.seek(200)
