@@ -206,8 +206,7 @@ def make_plan(source: Any, *, root_in_archive: str | None, strict: bool, dense: 
 
 
 def _run(plan: ConversionPlan, listing: Listing, workspace: Workspace, stopped: Stopped, lock: OutputLock, *,
-         batch_size: int,
-         num_workers: int | None, address: str | None, strict: bool, progress: bool) -> ConversionReport:
+         batch_size: int, num_workers: int | None, address: str | None, strict: bool, progress: bool) -> ConversionReport:
     """Write the shards that are missing, then commit."""
     from raydsconv.cluster import ensure_ray
     from raydsconv.pipeline import run_shards
@@ -219,9 +218,8 @@ def _run(plan: ConversionPlan, listing: Listing, workspace: Workspace, stopped: 
     job = ShardJob(
         targets=tuple(targets),
         preparation=Preparation(
-            plan.image, keep_bytes=any(not fmt.format.fixed_size for fmt in plan.formats),
-            validation=plan.validation, max_pixels=plan.max_pixels,
-            mask=plan.mask,
+            plan.image, keep_bytes=any(not fmt.format.fixed_size for fmt in plan.formats), validation=plan.validation,
+            max_pixels=plan.max_pixels, mask=plan.mask,
             num_classes=len(listing.classes) if listing.labels_from_items and listing.classes else None),
         classes=listing.classes, strict=strict, batch_size=batch_size, records=workspace.records,
         lock=lock.path, token=lock.token,

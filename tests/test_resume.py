@@ -244,7 +244,7 @@ def test_kill_9_of_everything_then_the_same_command_ends_byte_identical(big_fold
     output = tmp_path / "ds"
     process = cli("convert", str(big_folder), str(output), *CONVERT_ARGS)
     try:
-        written = wait_for_records(output, 20, process)
+        written = wait_for_records(output, 30, process)  # about half-way
         with pytest.raises(OutputLockedError, match=f"pid {process.pid} on this host"):  # one writer at a time
             convert(big_folder, output, shape=(32, 32), images_per_file=2, progress=False)
     finally:
