@@ -52,18 +52,47 @@ def slurm_env() -> dict:
     return env
 
 
-def sbatch(tmp_path: Path, *arguments: str) -> tuple[int, str, str]:
-    """Submit convert.sbatch on 2 nodes and wait: (exit code, job id, job output)."""
-    output = tmp_path / "job.out"
-    done = subprocess.run(
-        ["sbatch", "--wait", "--nodes=2", f"--chdir={tmp_path}", f"--output={output}", str(CONVERT_SBATCH),
-         *arguments],
-        env={**slurm_env(), "RAYDSCONV_SLURM_LOGS": str(tmp_path / "logs")}, capture_output=True, text=True,
-        timeout=300,
-    )
-    job = re.search(r"Submitted batch job (\d+)", done.stdout)
-    assert job, done.stdout + done.stderr
-    return done.returncode, job.group(1), output.read_text()
+def sbatch(tmp_path: Path, *arguments: str, name: str = "job") -> tuple[int, str, str]:
+    """Submit convert.sbatch on 2 nodes and wait: (exit code, job id, job output NAME.out; Ray's logs
+    in NAME-logs, or logs for the first)."""
+    job = Job(tmp_path, *arguments, name=name)
+    return job.wait(), job.id, job.log()
+
+
+class Job:
+    """convert.sbatch on 2 nodes, submitted without waiting (`sbatch --wait` in the background: it prints
+    the job id at once, and exits with the job's exit code)."""
+
+    def __init__(self, tmp_path: Path, *arguments: str, name: str = "job"):
+        self.output = tmp_path / f"{name}.out"
+        logs = tmp_path / ("logs" if name == "job" else f"{name}-logs")
+        self.process = subprocess.Popen(
+            ["sbatch", "--wait", "--nodes=2", f"--chdir={tmp_path}", f"--output={self.output}", str(CONVERT_SBATCH),
+             *arguments],
+            env={**slurm_env(), "RAYDSCONV_SLURM_LOGS": str(logs)}, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            text=True,
+        )
+        line = self.process.stdout.readline()
+        job = re.search(r"Submitted batch job (\d+)", line)
+        if not job:
+            self.process.kill()
+            out, err = self.process.communicate()
+            pytest.fail(f"sbatch: {line}{out}{err}")
+        self.id = job.group(1)
+
+    def wait(self, timeout: float = 300) -> int:
+        try:
+            return self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            subprocess.run(["scancel", self.id], env=slurm_env(), timeout=30)
+            self.process.wait(30)
+            pytest.fail(f"job {self.id} still running after {timeout} s:\n{self.log()[-3000:]}")
+
+    def running(self) -> bool:
+        return self.process.poll() is None
+
+    def log(self) -> str:
+        return self.output.read_text() if self.output.exists() else ""
 
 
 def job_processes(job: str) -> list[int]:
@@ -76,6 +105,20 @@ def job_processes(job: str) -> list[int]:
         except OSError:  # gone meanwhile, or not ours to read
             continue
     return found
+
+
+def wait_for(condition, timeout: float, what: str, interval: float = 0.2):
+    """Poll until condition() is true (returned) or fail after timeout seconds."""
+    deadline = time.monotonic() + timeout
+    while not (result := condition()):
+        if time.monotonic() > deadline:
+            pytest.fail(f"{what}: not so after {timeout} s")
+        time.sleep(interval)
+    return result
+
+
+# What SLURM sends the batch shell (only: B:) shortly before the time limit, from `#SBATCH --signal=`.
+WARNING_SIGNAL = re.search(r"^#SBATCH --signal=B:(\w+)@\d+$", CONVERT_SBATCH.read_text(), re.M).group(1)
 
 
 @pytest.mark.usefixtures("ray_session")
@@ -98,3 +141,44 @@ def test_failing_conversion_fails_the_job_and_leaves_nothing_running(tmp_path):
         time.sleep(0.2)
     assert job_processes(job) == []
     assert len(list((tmp_path / "logs").glob("*/raylet.out"))) == 2, "each node's Ray logs are kept"
+
+
+@pytest.mark.usefixtures("ray_session")
+def test_warning_signal_stops_the_job_cleanly_and_the_same_job_resumes(tmp_path):
+    from raydsconv.samples import write_image_folder
+
+    source, out = tmp_path / "images", tmp_path / "out"
+    write_image_folder(source, num_images=120, num_classes=3, sizes=((640, 480), (480, 640)), seed=5)
+    arguments = (str(source), str(out), "--shape", "32", "32", "--images-per-file", "2", "--no-progress")
+    records = out / ".raydsconv" / "shards"
+
+    first = Job(tmp_path, *arguments, name="first")
+    try:
+        wait_for(lambda: not first.running() or any(records.glob("*.json")), 150, "a shard record written")
+        assert first.running(), "the job ended before a shard was written:\n" + first.log()[-4000:]
+        # As SLURM's --signal=B: does: the batch shell only, neither the driver nor the Ray nodes.
+        subprocess.run(["scancel", "--batch", f"--signal={WARNING_SIGNAL}", first.id], env=slurm_env(), check=True,
+                       timeout=30)
+        code = first.wait(120)
+    finally:
+        if first.running():
+            subprocess.run(["scancel", first.id], env=slurm_env(), timeout=30)
+    log = first.log()
+    assert code == 143, log[-4000:]
+    stopped = re.findall(r"^raydsconv: interrupted after (\d+) of (\d+) shards; run the same command again to resume$",
+                         log, re.M)
+    assert len(stopped) == 1, log[-4000:]
+    counted, total = map(int, stopped[0])
+    assert f"SIG{WARNING_SIGNAL}: stopping the conversion" in log and "conversion exited with code 143" in log
+    assert re.search(r"teardown [\d.]+ s", log), log[-4000:]
+    wait_for(lambda: not job_processes(first.id), 15, f"no process of job {first.id} left")
+    assert not (out / "manifest.json").exists()
+    # Ray tasks already running when the driver stopped may still finish their shard before the teardown.
+    written = len(list(records.glob("*.json")))
+    assert 0 < counted <= written < total == 60, log[-4000:]
+
+    code, _, log = sbatch(tmp_path, *arguments, name="second")
+    assert code == 0, log[-4000:]
+    assert f"resumed: {written} of {total} shards were already written" in log, log[-4000:]
+    convert(source, tmp_path / "embedded", shape=(32, 32), images_per_file=2, progress=False)
+    assert tree_digest(out) == tree_digest(tmp_path / "embedded")

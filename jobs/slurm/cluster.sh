@@ -4,7 +4,8 @@
 # joined, and tear it down again. Settings (environment, all optional):
 #   RAYDSCONV_PYTHON        the Python with raydsconv and ray[default] (default: the one next to
 #                           `raydsconv` on PATH, else python3)
-#   RAYDSCONV_SLURM_LOGS    where Ray's logs are kept (default: $SLURM_SUBMIT_DIR/raydsconv-$SLURM_JOB_ID)
+#   RAYDSCONV_SLURM_LOGS    where Ray's logs are kept (default: $SLURM_SUBMIT_DIR/raydsconv-$SLURM_JOB_ID;
+#                           a requeued job's later runs in run-2, run-3, ... inside it)
 #   RAYDSCONV_RAY_TMP       node-local parent of Ray's temp dirs (default: /tmp)
 #   RAYDSCONV_RAY_PORT_BASE first of the ports this job's Ray uses (default: from the job id, 20000-29999)
 #   RAYDSCONV_OBJECT_STORE_MAX_MB  object store cap per node (default 16384; else 30% of the allocation)
@@ -24,6 +25,8 @@ rdc_setup() {
         if [[ -n $cli && -x $(dirname "$cli")/python ]]; then RDC_PYTHON=$(dirname "$cli")/python; else RDC_PYTHON=python3; fi
     fi
     RDC_LOGS=${RAYDSCONV_SLURM_LOGS:-${SLURM_SUBMIT_DIR:-$PWD}/raydsconv-$SLURM_JOB_ID}
+    # A requeued job runs again under the same id: the logs of each later run in a folder of their own.
+    ((${SLURM_RESTART_COUNT:-0} == 0)) || RDC_LOGS+=/run-$((SLURM_RESTART_COUNT + 1))
     RDC_RAY_TMP=${RAYDSCONV_RAY_TMP:-/tmp}
     RDC_PORT_BASE=${RAYDSCONV_RAY_PORT_BASE:-$((20000 + SLURM_JOB_ID % 250 * 40))}
     RDC_OBJECT_STORE_MAX_MB=${RAYDSCONV_OBJECT_STORE_MAX_MB:-16384}
@@ -62,6 +65,7 @@ rdc_start_cluster() {
     RDC_STEPS+=($!)
     # The head runs on this (the batch) host; it writes its address into its temp dir once it is up.
     local address_file="$RDC_RAY_TMP/rdc-$SLURM_JOB_ID-${index[0]}/ray_current_cluster"
+    rm -f "$address_file"  # left by an earlier run of this job (requeued) that was killed
     local timeout=${RAYDSCONV_START_TIMEOUT:-120}
     local deadline=$((SECONDS + timeout))
     until [[ -s $address_file ]]; do
@@ -75,15 +79,17 @@ rdc_start_cluster() {
         srun --overlap --export=ALL -N1 -n1 -w "${nodes[n]}" bash "$here/ray_node.sh" worker "${index[n]}" "$RDC_ADDRESS" &
         RDC_STEPS+=($!)
     done
+    # Global, so that a teardown meanwhile (a signal trapped by the batch script) stops it too.
     "$RDC_PYTHON" "$here/wait_for_nodes.py" "$RDC_ADDRESS" "${#nodes[@]}" $((deadline - SECONDS)) &
-    local waiter=$!
-    while kill -0 "$waiter" 2>/dev/null; do  # give up early when a node's step has ended
+    RDC_WAITER=$!
+    while kill -0 "$RDC_WAITER" 2>/dev/null; do  # give up early when a node's step has ended
         for step in "${RDC_STEPS[@]}"; do
-            kill -0 "$step" 2>/dev/null || { kill "$waiter"; rdc_say "a Ray node failed: see $RDC_LOGS"; return 1; }
+            kill -0 "$step" 2>/dev/null || { kill "$RDC_WAITER"; rdc_say "a Ray node failed: see $RDC_LOGS"; return 1; }
         done
         sleep 0.2
     done
-    wait "$waiter" || return 1
+    wait "$RDC_WAITER" || return 1
+    RDC_WAITER=
     rdc_say "cluster ready in $(rdc_since "$started") s at $RDC_ADDRESS"
 }
 
@@ -92,6 +98,11 @@ rdc_start_cluster() {
 rdc_stop_cluster() {
     local rc=$? started pid
     trap - EXIT
+    if [[ -n ${RDC_WAITER:-} ]]; then  # still waiting for the nodes
+        kill "$RDC_WAITER" 2>/dev/null || true
+        wait "$RDC_WAITER" 2>/dev/null || true
+        RDC_WAITER=
+    fi
     ((${#RDC_STEPS[@]})) || return "$rc"
     started=$(rdc_now)
     scancel --signal=TERM "$SLURM_JOB_ID" 2>/dev/null || true
