@@ -43,7 +43,7 @@ def _as_list(batch: list) -> list:
 
 
 def _collate_for(dataset: ShardedDataset):
-    return collate if dataset.output in ("tensor", "numpy") and dataset._format.fixed_size else _as_list
+    return collate if dataset.output in ("tensor", "numpy") and dataset.reader.fixed_size else _as_list
 
 
 def measure(dataset: ShardedDataset, *, batch_size: int, num_workers: int, samples: int, seed: int = 0) -> float:
@@ -68,7 +68,7 @@ def run_bench(path: str | os.PathLike, *, format: str | None = None, batch_sizes
               ) -> list[Measurement]:
     probe = open_dataset(path, format=format)
     if outputs is None:
-        outputs = ("tensor", "pil") if probe._format.fixed_size else ("bytes", "tensor")
+        outputs = ("tensor", "pil") if probe.reader.fixed_size else ("bytes", "tensor")
     bytes_per_sample = sum(f.bytes for s in probe.manifest.shards for f in s.files.values()) / max(len(probe), 1)
     workers = range(0, (max_workers if max_workers is not None else available_cpus()) + 1)
     results = []

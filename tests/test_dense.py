@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -27,6 +28,7 @@ from raydsconv import (
     collate,
     convert,
     open_dataset,
+    verify,
 )
 from raydsconv.formats import FORMATS
 from raydsconv.samples import segmentation_sample, voc_palette, write_segmentation_folder
@@ -99,6 +101,17 @@ def dense_converted(request, seg_folder, tmp_path_factory):
     report = convert(seg_folder, output, format=request.param, shape=(40, 56), resize="crop", dense=True,
                      images_per_file=3, progress=False)
     return request.param, output, report
+
+
+def test_a_dataset_with_masks_verifies_deep_and_a_damaged_one_does_not(dense_converted, tmp_path):
+    fmt, output, report = dense_converted
+    clean = verify(output, deep=True)
+    assert clean.ok and clean.samples_decoded == report.num_samples
+    copy = shutil.copytree(output, tmp_path / "copy")
+    shard = next(iter(open_dataset(copy).manifest.shards[1].files.values())).name
+    with open(copy / shard, "r+b") as file:
+        file.truncate((copy / shard).stat().st_size - 1)
+    assert [p.file for p in verify(copy).errors] == [shard]
 
 
 def test_every_format_round_trips_images_and_masks(dense_converted, seg_folder):

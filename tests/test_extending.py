@@ -12,16 +12,17 @@ import pytest
 
 from raydsconv import convert, open_dataset
 from raydsconv.formats import FORMATS
+from raydsconv.testing import FormatConformance
 
 DOC = Path(__file__).parent.parent / "docs" / "extending.md"
 
 
-@pytest.fixture
-def npz_format(tmp_path):
+@pytest.fixture(scope="module")
+def npz_format(tmp_path_factory):
     import ray.cloudpickle
 
     code = re.findall(r"```python\n(.*?)```", DOC.read_text(), re.S)[0]
-    module_path = tmp_path / "npz_format.py"
+    module_path = tmp_path_factory.mktemp("plugin") / "npz_format.py"
     module_path.write_text(code)
     spec = importlib.util.spec_from_file_location("npz_format", module_path)
     module = importlib.util.module_from_spec(spec)
@@ -44,3 +45,12 @@ def test_the_documented_format_converts_and_reads_back(npz_format, small_folder,
         assert ours[i][1] == theirs[i][1]
         assert np.array_equal(np.asarray(ours[i][0]), np.asarray(theirs[i][0]))
     assert sorted(p.name for p in (tmp_path / "both" / "npz").glob("shard-*.npz"))[0] == "shard-00000.npz"
+
+
+@pytest.mark.usefixtures("ray_session")
+class TestTheDocumentedFormatConforms(FormatConformance):
+    """The shipped conformance suite, as a plugin's author runs it (masks: skipped, npz stores none)."""
+
+    @pytest.fixture(scope="class")
+    def format(self, npz_format):
+        return "npz"

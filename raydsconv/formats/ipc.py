@@ -11,10 +11,9 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from raydsconv.errors import InvalidArgumentError
+from raydsconv.errors import CorruptDatasetError, InvalidArgumentError
 from raydsconv.formats.arrow_table import batch_to_table, row_image_and_target, sample_schema
 from raydsconv.formats.base import Format, ShardReader, ShardWriter
-from raydsconv.manifest import Manifest
 
 DEFAULT_BATCH_ROWS = 256
 
@@ -69,17 +68,33 @@ class IpcShardWriter(ShardWriter):
 
 
 class IpcShardReader(ShardReader):
-    def __init__(self, root: Path, manifest: Manifest):
-        super().__init__(root, manifest)
-        self._files: dict[int, tuple[pa.ipc.RecordBatchFileReader, np.ndarray]] = {}
+    def _file(self, shard: int) -> tuple[pa.ipc.RecordBatchFileReader, np.ndarray]:
+        """(reader, cumulative batch sizes) over a memory map, opened on first use, kept while recently used."""
+        opened = self.open_shards.get(shard, lambda: self._open(shard), close=lambda opened: opened[2].close())
+        return opened[0], opened[1]
 
-    def _file(self, shard: int):
-        if shard not in self._files:
-            source = pa.memory_map(str(self.root / self.manifest.shards[shard].files["samples"].name), "r")
+    def _open(self, shard: int) -> tuple[pa.ipc.RecordBatchFileReader, np.ndarray, pa.MemoryMappedFile]:
+        source = None
+        try:
+            source = pa.memory_map(str(self.root / self.file_name(shard, "samples")), "r")
             reader = pa.ipc.open_file(source)
             sizes = [reader.get_batch(b).num_rows for b in range(reader.num_record_batches)]
-            self._files[shard] = (reader, np.cumsum(sizes))
-        return self._files[shard]
+            self.check_rows(shard, "samples", int(sum(sizes)))
+        except CorruptDatasetError:
+            source.close()
+            raise
+        except Exception as error:  # pyarrow raises several kinds for a damaged file
+            if source is not None:
+                source.close()
+            raise self.corrupt(shard, "samples", f"not a readable Arrow IPC file ({error})") from None
+        return reader, np.cumsum(sizes), source
+
+    def check(self, shard: int) -> np.ndarray | None:
+        reader, _ = self._file(shard)
+        if self.dense:
+            return None
+        labels = [reader.get_batch(b).column("label").to_numpy() for b in range(reader.num_record_batches)]
+        return np.concatenate(labels) if labels else np.zeros(0, dtype=np.int64)
 
     def read(self, shard: int, row: int) -> tuple[bytes, int]:
         reader, ends = self._file(shard)

@@ -12,7 +12,6 @@ from typing import Any
 import numpy as np
 
 from raydsconv.formats.base import Format, OutputFile, ShardReader, ShardWriter, contiguous_runs
-from raydsconv.manifest import Manifest
 from raydsconv.masks import MaskSpec
 
 
@@ -90,16 +89,33 @@ class MemmapShardWriter(ShardWriter):
 
 
 class MemmapShardReader(ShardReader):
-    def __init__(self, root: Path, manifest: Manifest):
-        super().__init__(root, manifest)
-        self._arrays: dict[tuple[str, int], np.ndarray] = {}
-
     def _array(self, role: str, shard: int) -> np.ndarray:
-        """A shard's file, memory-mapped read-only (labels read whole: they are small), opened on first use."""
-        if (role, shard) not in self._arrays:
-            path = self.root / self.manifest.shards[shard].files[role].name
-            self._arrays[role, shard] = np.load(path) if role == "labels" else np.load(path, mmap_mode="r")
-        return self._arrays[role, shard]
+        return self.open_shards.get((role, shard), lambda: self._open(role, shard))
+
+    def _open(self, role: str, shard: int) -> np.ndarray:
+        """A shard's file, memory-mapped read-only (labels read whole: they are small), checked
+        against the manifest's count, shape and dtype. Closed by dropping it (numpy unmaps it)."""
+        path = self.root / self.file_name(shard, role)
+        try:
+            array = np.load(path) if role == "labels" else np.load(path, mmap_mode="r")
+        except (OSError, ValueError, EOFError) as error:
+            raise self.corrupt(shard, role, f"not a readable .npy file ({error})") from None
+        dtype, row_shape = self._layout(role)
+        if array.dtype != dtype or array.shape[1:] != row_shape:
+            raise self.corrupt(shard, role, f"holds {array.dtype}{list(array.shape[1:])} rows, the manifest "
+                                            f"says {dtype}{list(row_shape)}")
+        self.check_rows(shard, role, len(array))
+        return array
+
+    def _layout(self, role: str) -> tuple[np.dtype, tuple[int, ...]]:
+        if role == "images":
+            return np.dtype(np.uint8), image_row_shape(self.manifest.params)
+        _, dtype, row_shape = target_layout(self.manifest.params)
+        return np.dtype(dtype), tuple(row_shape)
+
+    def check(self, shard: int) -> np.ndarray | None:
+        self._array("images", shard)
+        return None if self.dense else self._array("labels", shard)
 
     def read(self, shard: int, row: int) -> tuple[np.ndarray, Any]:
         image = np.array(self._array("images", shard)[row])

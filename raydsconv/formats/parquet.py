@@ -13,7 +13,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from raydsconv.errors import InvalidArgumentError
+from raydsconv.errors import CorruptDatasetError, InvalidArgumentError
 from raydsconv.formats.arrow_table import batch_to_table, row_image_and_target, sample_schema
 from raydsconv.formats.base import Format, ShardReader, ShardWriter
 from raydsconv.manifest import Manifest
@@ -67,15 +67,33 @@ class ParquetShardWriter(ShardWriter):
 class ParquetShardReader(ShardReader):
     def __init__(self, root: Path, manifest: Manifest):
         super().__init__(root, manifest)
-        self._files: dict[int, tuple[pq.ParquetFile, np.ndarray]] = {}
         self._cached: tuple[int, int, Any] | None = None  # the last row group read
 
     def _file(self, shard: int) -> tuple[pq.ParquetFile, np.ndarray]:
-        if shard not in self._files:
-            file = pq.ParquetFile(self.root / self.manifest.shards[shard].files["samples"].name)
-            sizes = [file.metadata.row_group(g).num_rows for g in range(file.num_row_groups)]
-            self._files[shard] = (file, np.cumsum(sizes))
-        return self._files[shard]
+        """(file, cumulative row-group sizes), opened on first use, kept while recently used."""
+        return self.open_shards.get(shard, lambda: self._open(shard), close=lambda opened: opened[0].close())
+
+    def _open(self, shard: int) -> tuple[pq.ParquetFile, np.ndarray]:
+        try:
+            file = pq.ParquetFile(self.root / self.file_name(shard, "samples"))
+        except Exception as error:  # pyarrow raises several kinds for a damaged file
+            raise self.corrupt(shard, "samples", f"not a readable Parquet file ({error})") from None
+        sizes = [file.metadata.row_group(g).num_rows for g in range(file.num_row_groups)]
+        try:
+            self.check_rows(shard, "samples", int(sum(sizes)))
+        except CorruptDatasetError:
+            file.close()
+            raise
+        return file, np.cumsum(sizes)
+
+    def check(self, shard: int) -> np.ndarray | None:
+        file, _ = self._file(shard)
+        if self.dense:
+            return None
+        try:
+            return file.read(columns=["label"]).column("label").to_numpy()
+        except Exception as error:
+            raise self.corrupt(shard, "samples", f"its labels cannot be read ({error})") from None
 
     def read(self, shard: int, row: int) -> tuple[bytes, int]:
         file, ends = self._file(shard)

@@ -1,6 +1,6 @@
 """A converted dataset as a ``ray.data.Dataset`` (columns ``image`` and ``label``, or ``image`` and
-``mask`` for dense labels), read in parallel, one read task per shard, through the same ShardReaders
-the torch Datasets use.
+``mask`` for dense labels), read in parallel, one read task per shard, through the reading core
+(``raydsconv.reading.core``) that the torch Dataset uses too.
 
 Fixed-size formats give ``image`` (and ``mask``) as (H, W[, C]) tensors; flexible ones give the
 decoded image and mask (``decode=True``, sizes vary) or the stored file bytes (``decode=False``). Works with
@@ -19,30 +19,53 @@ ROWS_PER_BLOCK = 256
 
 
 def read_ray(dataset_path: str | os.PathLike, *, format: str | None = None, decode: bool = True,
-             rows_per_block: int = ROWS_PER_BLOCK):
-    """Open a raydsconv dataset as a Ray Dataset. Needs Ray (the torch readers do not)."""
+             rows_per_block: int = ROWS_PER_BLOCK, channels_first: bool = False):
+    """Open a raydsconv dataset as a Ray Dataset. Needs Ray (the torch readers do not).
+
+    ``channels_first=True`` gives fixed-size images as (C, H, W), the layout of
+    ``open_dataset(output="tensor")`` and of torchvision; the default (H, W, C) is numpy's and PIL's.
+    """
     import ray
 
-    from raydsconv.reading.dataset import open_dataset
+    from raydsconv.reading.core import DatasetReader
 
-    reader = open_dataset(dataset_path, format=format, output="numpy")  # decodes as the torch reader does
-    return ray.data.read_datasource(_shard_datasource(reader, decode, rows_per_block))
+    reader = DatasetReader(dataset_path, format=format)
+    # One block stream per shard; without override_num_blocks Ray Data splits each into ~34 small blocks
+    # (its default parallelism is 200), and the scheduling of those costs more than the reading.
+    return ray.data.read_datasource(_shard_datasource(reader, decode, rows_per_block, channels_first),
+                                    override_num_blocks=len(reader.manifest.shards))
 
 
-def _shard_datasource(reader: Any, decode: bool, rows_per_block: int):
+def _block(reader: Any, decoder: Any, shard: int, rows: np.ndarray, decode: bool, channels_first: bool) -> dict:
+    """One block: a contiguous run of a shard's rows, images as one array where they have one shape."""
+    fetched = reader.fetch_rows(shard, rows)
+    images, targets = fetched.images, fetched.targets
+    with reader.reading(shard, int(rows[0])):
+        if isinstance(images, np.ndarray):
+            if channels_first:
+                images = np.ascontiguousarray(np.moveaxis(images, -1, 1) if images.ndim == 4 else images[:, None])
+        else:
+            images = _objects(decoder.images(images) if decode else images)  # ragged: each keeps its size
+        if reader.dense and not isinstance(targets, np.ndarray):
+            targets = _objects(decoder.masks(targets) if decode else targets)
+    return {"image": images, "mask" if reader.dense else "label": targets}
+
+
+def _shard_datasource(reader: Any, decode: bool, rows_per_block: int, channels_first: bool):
     from ray.data.block import BlockAccessor, BlockMetadata
     from ray.data.datasource import Datasource, ReadTask
 
+    from raydsconv.masks import MaskSpec
+    from raydsconv.reading.decoders import NumpyDecoder, Stored
+
+    mask_spec = MaskSpec(reader.manifest.params["mask_mode"]) if reader.dense else None
+    decoder = NumpyDecoder(Stored(reader.fixed_size, reader.mode, mask_spec))
+
     def read_shard(shard: int) -> Iterator[Any]:
-        shard_reader = reader._shard_reader()
         rows = np.arange(reader.manifest.shards[shard].num_samples)
         for start in range(0, len(rows), rows_per_block):
-            images, targets = shard_reader.read_rows(shard, rows[start : start + rows_per_block])
-            if not isinstance(images, np.ndarray):
-                images = _decoded(images, reader._as_output) if decode else _objects(images)
-            if reader.dense and not isinstance(targets, np.ndarray):
-                targets = _decoded(targets, reader._as_target) if decode else _objects(targets)
-            yield BlockAccessor.batch_to_block({"image": images, "mask" if reader.dense else "label": targets})
+            block = _block(reader, decoder, shard, rows[start : start + rows_per_block], decode, channels_first)
+            yield BlockAccessor.batch_to_block(block)
 
     class ShardDatasource(Datasource):
         def estimate_inmemory_data_size(self) -> int:
@@ -52,7 +75,7 @@ def _shard_datasource(reader: Any, decode: bool, rows_per_block: int):
                            data_context: Any = None) -> list:
             tasks = []
             for shard in reader.manifest.shards:
-                files = tuple(str(reader.dataset_path / f.name) for f in shard.files.values())
+                files = tuple(str(reader.root / f.name) for f in shard.files.values())
                 metadata = BlockMetadata(num_rows=shard.num_samples, size_bytes=sum(f.bytes for f in shard.files.values()),
                                          input_files=files, exec_stats=None)
                 tasks.append(ReadTask(lambda shard=shard.index: read_shard(shard), metadata,
@@ -63,13 +86,6 @@ def _shard_datasource(reader: Any, decode: bool, rows_per_block: int):
             return f"Raydsconv{reader.manifest.format.capitalize()}"
 
     return ShardDatasource()
-
-
-def _decoded(payloads: list[bytes], decode: Any) -> np.ndarray:
-    arrays = np.empty(len(payloads), dtype=object)  # ragged: every image keeps its own size
-    for i, data in enumerate(payloads):
-        arrays[i] = decode(data)
-    return arrays
 
 
 def _objects(payloads: list[bytes]) -> np.ndarray:
