@@ -1,4 +1,4 @@
-"""`raydsconv convert | info | bench | demo`. Wrong arguments print one line and exit with code 2."""
+"""`raydsconv convert | info | verify | migrate | bench | demo`. Wrong arguments print one line and exit with code 2."""
 
 from __future__ import annotations
 
@@ -6,6 +6,8 @@ import argparse
 import json
 import logging
 import sys
+import time
+import traceback
 from pathlib import Path
 from typing import Sequence
 
@@ -56,6 +58,17 @@ def _parser() -> argparse.ArgumentParser:
     info.add_argument("dataset")
     info.add_argument("--json", action="store_true", help="print the description as JSON")
 
+    verify = commands.add_parser("verify", help="check a converted dataset's files, hashes and index; exit 1 on any problem")
+    verify.add_argument("dataset")
+    verify.add_argument("--deep", action="store_true", help="also decode every stored image and mask")
+    verify.add_argument("--format", help="only this format, for the output of a several-formats conversion")
+    verify.add_argument("--json", action="store_true", help="print the report as JSON")
+
+    migrate = commands.add_parser("migrate", help="turn a dataset written by hpc_pytorch_loader into a raydsconv dataset")
+    migrate.add_argument("old", help="the hpc_pytorch_loader output folder (metadata/, images/, labels/); only read")
+    migrate.add_argument("new", help="dataset directory to create")
+    migrate.add_argument("--overwrite", action="store_true", help="replace a raydsconv dataset already in NEW")
+
     bench = commands.add_parser("bench", help="measure reading speed of a converted dataset on this machine")
     bench.add_argument("dataset")
     bench.add_argument("--format", help="which format, for the output of a several-formats conversion")
@@ -79,23 +92,47 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _convert(args)
         if args.command == "info":
             return _info(args)
+        if args.command == "verify":
+            return _verify(args)
         if args.command == "bench":
             return _bench(args)
+        if args.command == "migrate":
+            from raydsconv.migration import migrate
+
+            print(migrate(args.old, args.new, overwrite=args.overwrite).summary())
+            return 0
         from raydsconv.demo import run_demo
 
         return run_demo(args.workdir, num_images=args.num_images, say=print)
     except (InvalidArgumentError, ManifestError) as error:
         print(f"raydsconv: error: {error}", file=sys.stderr)
         return 2
-    except OSError as error:  # permissions, a full disk, a vanished path
+    except OSError as error:  # permissions, a full disk, a vanished path, a Ray address that answers not
         print(f"raydsconv: error: {error}", file=sys.stderr)
+        _log_traceback(error)
         return 2
-    except (RaydsconvError, ConnectionError) as error:  # ConnectionError: a Ray address that answers not
+    except (RaydsconvError, ConnectionError) as error:
         print(f"raydsconv: error: {error}", file=sys.stderr)
+        _log_traceback(error)
         return 1
     except ConversionInterrupted as interrupted:
         print(f"raydsconv: {interrupted}", file=sys.stderr)
         return interrupted.exit_code
+
+
+def _log_traceback(error: BaseException) -> None:
+    """The terminal gets one line; the full traceback (with a Ray task's, for an error from one) is
+    appended to ``raydsconv.log`` in the logs folder of this process's Ray session, if Ray ran."""
+    ray = sys.modules.get("ray")
+    try:
+        if ray is None or not ray.is_initialized():
+            return
+        log = Path(ray._private.worker._global_node.get_logs_dir_path()) / "raydsconv.log"
+        with open(log, "a") as file:  # not through logging: it would print its own failures to stderr
+            file.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} raydsconv {' '.join(sys.argv[1:])}\n")
+            file.write("".join(traceback.format_exception(type(error), error, error.__traceback__)))
+    except Exception:  # Ray's internals moved, or that disk is full too: the one line stands
+        pass
 
 
 def _convert(args: argparse.Namespace) -> int:
@@ -131,6 +168,19 @@ def _convert(args: argparse.Namespace) -> int:
     )
     print(report.summary())
     return 0
+
+
+def _verify(args: argparse.Namespace) -> int:
+    from raydsconv.verification import verify
+
+    report = verify(args.dataset, deep=args.deep, format=args.format)
+    if args.json:
+        print(json.dumps(report.to_dict(), indent=1))
+    else:
+        for problem in report.problems:
+            print(f"{'warning' if problem.warning else 'problem'}: {problem}")
+        print(report.summary())
+    return 0 if report.ok else 1
 
 
 def _bench(args: argparse.Namespace) -> int:

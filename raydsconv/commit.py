@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +12,7 @@ import pyarrow.parquet as pq
 
 import raydsconv
 from raydsconv import layout
-from raydsconv.errors import ConversionError
+from raydsconv.errors import ConversionError, writing
 from raydsconv.manifest import Manifest, Shard
 from raydsconv.plan import ConversionPlan
 from raydsconv.shards import ShardRecord, Target
@@ -47,26 +46,11 @@ def commit(workspace: Workspace, plan: ConversionPlan, listing: Listing, targets
     manifests = {}
     for target in targets:
         remove_temporary_files(target.root)  # e.g. of a task killed with its node
-        fmt = target.format
-        _write_index(target.root, listing, records, fmt.name)
-        shards = [Shard(r.shard, len(r.kept), r.files[fmt.name]) for r in records]
-        params = dict(target.params)
-        if fmt.finalize is not None:
-            params.update(fmt.finalize(target.root, shards, params))
-        manifest = Manifest(
-            format=fmt.name,
-            params=params,
-            num_samples=sum(shard.num_samples for shard in shards),
-            classes=listing.classes,
-            shards=shards,
-            skipped=[s.to_dict() for s in skipped],
-            source=listing.description,
-            settings={"images_per_file": plan.images_per_file, "strict": strict},
-            library_version=raydsconv.__version__,
-            plan=plan.to_dict(),
-        )
-        manifest.write(target.root)
-        manifests[fmt.name] = manifest
+        try:
+            manifests[target.format.name] = _commit_target(target, plan, listing, records, skipped, strict=strict)
+        except BaseException:
+            remove_temporary_files(target.root)  # what a failure (a full disk) left half-written
+            raise
     if plan.several:
         _write_formats_file(workspace.root, targets)
     if workspace.replacing:
@@ -75,12 +59,42 @@ def commit(workspace: Workspace, plan: ConversionPlan, listing: Listing, targets
     return manifests
 
 
+def _commit_target(target: Target, plan: ConversionPlan, listing: Listing, records: list[ShardRecord],
+                   skipped: list[Skipped], *, strict: bool) -> Manifest:
+    return write_dataset(target, listing, records, skipped,
+                         settings={"images_per_file": plan.images_per_file, "strict": strict}, plan=plan.to_dict())
+
+
+def write_dataset(target: Target, listing: Listing, records: list[ShardRecord], skipped: list[Skipped], *,
+                  settings: dict, plan: dict | None) -> Manifest:
+    """One format's index, its own dataset-level files, and its manifest, last (also raydsconv.migration's)."""
+    fmt = target.format
+    _write_index(target.root, listing, records, fmt.name)
+    shards = [Shard(r.shard, len(r.kept), r.files[fmt.name]) for r in records]
+    params = dict(target.params)
+    if fmt.finalize is not None:
+        with writing(target.root):  # the format's own files (e.g. HDF5's dataset.h5) name themselves if they can
+            params.update(fmt.finalize(target.root, shards, params))
+    manifest = Manifest(
+        format=fmt.name,
+        params=params,
+        num_samples=sum(shard.num_samples for shard in shards),
+        classes=listing.classes,
+        shards=shards,
+        skipped=[s.to_dict() for s in skipped],
+        source=listing.description,
+        settings=settings,
+        library_version=raydsconv.__version__,
+        plan=plan,
+    )
+    manifest.write(target.root)
+    return manifest
+
+
 def _write_formats_file(top: Path, targets: list[Target]) -> None:
     """Several formats from one pass: ``formats.json`` says which sub-folder holds which."""
-    final = top / layout.FORMATS_NAME
-    temporary = layout.partial_path(final)
-    temporary.write_text(json.dumps({"formats": {t.format.name: t.root.name for t in targets}}, indent=1) + "\n")
-    os.replace(temporary, final)
+    text = json.dumps({"formats": {t.format.name: t.root.name for t in targets}}, indent=1) + "\n"
+    layout.write_atomically(top / layout.FORMATS_NAME, lambda temporary: temporary.write_text(text))
 
 
 def _write_index(root: Path, listing: Listing, records: list[ShardRecord], format_name: str) -> None:
@@ -98,8 +112,9 @@ def _write_index(root: Path, listing: Listing, records: list[ShardRecord], forma
     }
     if "mask_path" in listing.columns:  # a segmentation folder: where each mask came from
         columns["mask_path"] = pa.array(listing.columns["mask_path"], type=pa.string()).take(pa.array(kept))
+    for name in ("path_bytes", "mask_path_bytes"):  # only when a name is not UTF-8: its exact bytes
+        if name in listing.columns:
+            columns[name] = pa.array(listing.columns[name], type=pa.binary()).take(pa.array(kept))
     for name in records[0].index_columns.get(format_name, {}):
         columns[name] = np.concatenate([r.index_columns[format_name][name] for r in records])
-    temporary = layout.partial_path(root / layout.INDEX_NAME)
-    pq.write_table(pa.table(columns), temporary)
-    os.replace(temporary, root / layout.INDEX_NAME)
+    layout.write_atomically(root / layout.INDEX_NAME, lambda temporary: pq.write_table(pa.table(columns), temporary))

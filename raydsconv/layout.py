@@ -21,11 +21,14 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
+from typing import Callable
+
+from raydsconv.errors import writing
 
 MANIFEST_NAME = "manifest.json"
 INDEX_NAME = "index.parquet"
 FORMATS_NAME = "formats.json"  # at the top of a several-formats conversion: format -> sub-folder
-MANIFEST_TEMPORARY_PREFIX = ".manifest-"
+MANIFEST_TEMPORARY_PREFIX = ".manifest-"  # of manifests written by raydsconv 0.1 (now: partial_path)
 
 WORK_DIR = ".raydsconv"
 LOCK_NAME = "lock"
@@ -45,6 +48,20 @@ def partial_path(final: Path) -> Path:
     """A temporary name for ``final`` that no other writer uses (a retried or orphaned task may still
     be writing the same shard), hidden, and recognisable as ours: ``.NAME.<pid>-<random>.partial``."""
     return final.with_name(f".{final.name}.{os.getpid()}-{os.urandom(4).hex()}{PARTIAL_SUFFIX}")
+
+
+def write_atomically(final: Path, write: Callable[[Path], None]) -> None:
+    """``write(temporary)``, then rename it to ``final``: the file is there whole, or not at all. A
+    failure removes the temporary file, and an OSError (a full disk) becomes an OutputWriteError
+    naming ``final``."""
+    temporary = partial_path(final)
+    try:
+        with writing(final):
+            write(temporary)
+            os.replace(temporary, final)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
 
 
 def is_partial(name: str) -> bool:

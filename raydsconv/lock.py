@@ -15,7 +15,7 @@ import threading
 import time
 from pathlib import Path
 
-from raydsconv.errors import OutputLockedError
+from raydsconv.errors import OutputLockedError, writing
 
 HEARTBEAT_SECONDS = 30.0
 
@@ -64,8 +64,12 @@ class OutputLock:
             except FileExistsError:
                 self._take_over_if_dead()
                 continue
-            with os.fdopen(descriptor, "w") as file:
-                json.dump(self.holder, file)
+            try:
+                with writing(self.path), os.fdopen(descriptor, "w") as file:
+                    json.dump(self.holder, file)
+            except BaseException:  # e.g. a full disk: a lock naming no holder would block the next run
+                self.path.unlink(missing_ok=True)
+                raise
             self._heartbeat = threading.Thread(target=self._beat, name="raydsconv-lock-heartbeat", daemon=True)
             self._heartbeat.start()
             return

@@ -5,21 +5,27 @@ dataset. It is versioned; a reader refuses a version it does not know. Per-sampl
 path, label, shard, row, original size and format) live in ``index.parquet`` beside it, one row per
 stored sample, shared by every format.
 
+Paths (the index's ``path``, ``skipped`` here, class names) are UTF-8 text: a name that is not UTF-8
+has each odd byte written ``\\xNN``; the index then adds ``path_bytes``, the exact bytes of such
+names (null for the others), see ``raydsconv.sources.listing``.
+
 Versions: 1 first; 2 adds ``plan``, the conversion plan that wrote the dataset (raydsconv.plan), so
-that running the same conversion again recognises it as done. Readers read both.
+that running the same conversion again recognises it as done; with it, HDF5 files are written through
+a Python file object (a full disk must not crash libhdf5) and ``dataset.h5`` without timestamps, so
+their bytes differ from version 1's (same datasets, same values, now the same bytes on every run);
+an index may have ``path_bytes`` (names that are not UTF-8). Readers read both.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from raydsconv.errors import ManifestError
-from raydsconv.layout import INDEX_NAME, MANIFEST_NAME, MANIFEST_TEMPORARY_PREFIX, PLAN_NAME, WORK_DIR
+from raydsconv.layout import INDEX_NAME, MANIFEST_NAME, PLAN_NAME, WORK_DIR, write_atomically
 
 FORMAT_VERSION = 2
 
@@ -133,27 +139,43 @@ class Manifest:
             raise fail(f"malformed field: {error}") from None
         if [s.index for s in shards] != list(range(len(shards))):
             raise fail("shards must be listed in order 0, 1, 2, ...")
+        for name in [manifest.index_file, *(f.name for s in shards for f in s.files.values())]:
+            if not _inside(name):
+                raise fail(f"file name {name!r} is not a relative path inside the dataset")
+        for shard in shards:
+            for shard_file in shard.files.values():
+                if f"-{shard.index:05d}." not in Path(shard_file.name).name:  # layout.shard_file_name
+                    raise fail(f"shard {shard.index} lists {shard_file.name}, a file of another shard")
         if sum(s.num_samples for s in shards) != manifest.num_samples:
             raise fail("num_samples does not equal the sum of the shards' sample counts")
         return manifest
 
     def write(self, root: str | os.PathLike) -> Path:
-        """Write atomically (temporary file + rename) so a reader never sees half a manifest."""
+        """Write atomically (temporary file + rename) so a reader never sees half a manifest; a
+        failure (a full disk) leaves no temporary file."""
         root = Path(root)
         text = json.dumps(self.to_dict(), indent=1, sort_keys=False) + "\n"
-        handle, temporary = tempfile.mkstemp(prefix=MANIFEST_TEMPORARY_PREFIX, dir=root)
-        with os.fdopen(handle, "w") as file:
-            file.write(text)
-            file.flush()
-            os.fsync(file.fileno())
-        os.chmod(temporary, 0o644)
-        os.replace(temporary, root / MANIFEST_NAME)
+
+        def write(temporary: Path) -> None:
+            with open(temporary, "w") as file:
+                file.write(text)
+                file.flush()
+                os.fsync(file.fileno())
+            os.chmod(temporary, 0o644)
+
+        write_atomically(root / MANIFEST_NAME, write)
         return root / MANIFEST_NAME
 
 
+def _inside(name: str) -> bool:
+    """A file name the manifest may hold: relative, and not climbing out of the dataset."""
+    path = Path(name)
+    return bool(name) and not path.is_absolute() and ".." not in path.parts and "\\" not in name
+
+
 def load_manifest(root: str | os.PathLike, *, check_files: bool = True) -> Manifest:
-    """Read and validate ``root/manifest.json``; with ``check_files``, also that every shard file
-    exists with its recorded size (a stat per file, no open)."""
+    """Read and validate ``root/manifest.json``; with ``check_files``, also the cheap checks of
+    ``raydsconv.checks`` (every shard file there with its recorded size, the index's row count)."""
     root = Path(root)
     path = root / MANIFEST_NAME
     if not root.is_dir():
@@ -164,6 +186,11 @@ def load_manifest(root: str | os.PathLike, *, check_files: bool = True) -> Manif
         if (root / WORK_DIR / PLAN_NAME).exists():
             raise ManifestError(f"{path}: no manifest yet: {root} holds an unfinished conversion; run the same "
                                 "convert command again to finish it") from None
+        from raydsconv.migration import predecessor_hint  # a stat: is it hpc_pytorch_loader's output?
+
+        hint = predecessor_hint(root)
+        if hint is not None:
+            raise ManifestError(hint) from None
         raise ManifestError(
             f"{path}: no manifest; {root} is not a finished raydsconv dataset (was the conversion interrupted?)"
         ) from None
@@ -171,20 +198,7 @@ def load_manifest(root: str | os.PathLike, *, check_files: bool = True) -> Manif
         raise ManifestError(f"{path}: cannot read manifest: {error}") from None
     manifest = Manifest.from_dict(data, where=str(path))
     if check_files:
-        if not (root / manifest.index_file).is_file():
-            raise ManifestError(f"{path}: index file {manifest.index_file} is missing; the dataset is incomplete")
-        for shard in manifest.shards:
-            for shard_file in shard.files.values():
-                file_path = root / shard_file.name
-                try:
-                    size = file_path.stat().st_size
-                except FileNotFoundError:
-                    raise ManifestError(
-                        f"{path}: shard file {shard_file.name} is missing; the dataset is incomplete"
-                    ) from None
-                if size != shard_file.bytes:
-                    raise ManifestError(
-                        f"{path}: shard file {shard_file.name} has {size} bytes, the manifest says "
-                        f"{shard_file.bytes}; the file was changed or truncated"
-                    )
+        from raydsconv.checks import check_on_open
+
+        check_on_open(root, manifest)
     return manifest

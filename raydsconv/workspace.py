@@ -14,6 +14,7 @@ Everything here runs under the output's lock (raydsconv.lock).
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
@@ -23,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from raydsconv import layout
-from raydsconv.errors import InvalidArgumentError
+from raydsconv.errors import InvalidArgumentError, output_error
 from raydsconv.formats import FORMATS
 from raydsconv.plan import ConversionPlan
 from raydsconv.shards import ShardRecord, file_checks_out, load_record
@@ -133,10 +134,8 @@ def _recorded_plan(work: Path) -> dict | None:
 
 
 def _write_plan(work: Path, plan: ConversionPlan) -> None:
-    final = work / layout.PLAN_NAME
-    temporary = layout.partial_path(final)
-    temporary.write_text(json.dumps(plan.to_dict(), indent=1) + "\n")
-    os.replace(temporary, final)
+    text = json.dumps(plan.to_dict(), indent=1) + "\n"
+    layout.write_atomically(work / layout.PLAN_NAME, lambda temporary: temporary.write_text(text))
 
 
 def _kept_shards(workspace: Workspace, plan: ConversionPlan) -> dict[int, ShardRecord]:
@@ -256,6 +255,11 @@ def _remove_our_files(output: Path) -> None:
 
 
 def check_output_path(output: Path) -> None:
+    """Refuse an output that cannot be one, before any work (and before Ray starts)."""
     if output.exists() and not output.is_dir():
         raise InvalidArgumentError(f"output {str(output)!r} exists and is not a directory")
+    folder = next(path for path in (output, *output.parents) if path.exists())  # the output, or where it goes
+    if not os.access(folder, os.W_OK):
+        read_only = os.statvfs(folder).f_flag & os.ST_RDONLY
+        raise output_error(OSError(errno.EROFS if read_only else errno.EACCES, "not writable"), folder)
 

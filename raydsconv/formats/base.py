@@ -3,17 +3,19 @@ reads samples back by (shard, row). Formats know nothing of Ray; the pipeline dr
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import os
 from abc import ABC, abstractmethod
+from collections import OrderedDict
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, BinaryIO, Callable
 
 import numpy as np
 
-from raydsconv.errors import InvalidArgumentError
+from raydsconv.errors import CorruptDatasetError, InvalidArgumentError, output_error, writing
 from raydsconv.layout import partial_path, shard_file_name
 from raydsconv.manifest import Manifest, Shard, ShardFile
 
@@ -22,7 +24,8 @@ class OutputFile:
     """One file of a shard being written: a temporary name, hashed as it is written, renamed into place
     by ``commit``, removed by ``abort``. Formats write through it (it is a binary, write-only file
     object) or, for libraries that only take a path (``streamed=False``), let them write ``path``
-    and the file is hashed once at commit."""
+    and the file is hashed once at commit. A failed write (a full disk) raises OutputWriteError
+    naming the final file, not the temporary one."""
 
     def __init__(self, final: Path, root: Path, *, streamed: bool = True):
         self.final = final
@@ -31,12 +34,18 @@ class OutputFile:
         self.size = 0
         self._digest = hashlib.sha256()
         self._hashed = streamed  # the digest covers the file as it is: no read-back needed
-        self._file: BinaryIO | None = open(self.path, "wb") if streamed else None
+        self._file: BinaryIO | None = None
+        if streamed:
+            with writing(final):
+                self._file = open(self.path, "wb")
 
     # the file-object protocol that pyarrow, tarfile and numpy need
     def write(self, data) -> int:
         view = memoryview(data).cast("B")
-        self._file.write(view)
+        try:  # not `with writing(...)`: this is called per tar member, and a try costs nothing
+            self._file.write(view)
+        except OSError as error:
+            raise output_error(error, self.final) from error
         self._digest.update(view)
         self.size += len(view)
         return len(view)
@@ -45,7 +54,8 @@ class OutputFile:
         return self.size
 
     def flush(self) -> None:
-        self._file.flush()
+        with writing(self.final):
+            self._file.flush()
 
     def writable(self) -> bool:
         return True
@@ -66,29 +76,37 @@ class OutputFile:
     def close(self) -> None:
         """Libraries close the files they are given; that does not commit them."""
         if self._file is not None:
-            self._file.close()
+            with writing(self.final):
+                self._file.close()  # flushes: a full disk may show only now
 
     def patch(self, offset: int, data: bytes) -> None:
         """Overwrite bytes already written (e.g. a header whose count is only known at the end)."""
-        self._file.flush()
-        os.pwrite(self._file.fileno(), data, offset)
+        with writing(self.final):
+            self._file.flush()
+            os.pwrite(self._file.fileno(), data, offset)
         self._hashed = False
 
     def commit(self) -> ShardFile:
         """Close, rename to the final name, and describe the file (size and sha256)."""
         self.close()
-        if not self._hashed:  # written by a library through its path, or patched: hash what is there
-            self._digest = hashlib.sha256()
-            with open(self.path, "rb") as file:
-                while chunk := file.read(1 << 22):
-                    self._digest.update(chunk)
-            self.size = os.path.getsize(self.path)
-        os.replace(self.path, self.final)
+        with writing(self.final):
+            if not self._hashed:  # written by a library through its path, or patched: hash what is there
+                self._digest = hashlib.sha256()
+                with open(self.path, "rb") as file:
+                    while chunk := file.read(1 << 22):
+                        self._digest.update(chunk)
+                self.size = os.path.getsize(self.path)
+            os.replace(self.path, self.final)
         return ShardFile(name=self.final.relative_to(self.root).as_posix(), bytes=self.size,
                          sha256=self._digest.hexdigest())
 
     def abort(self) -> None:
-        self.close()
+        """Remove the temporary file; never raises for a file that cannot be flushed (a full disk):
+        closing it then fails, yet closes it, and the file must go all the same."""
+        try:
+            self.close()
+        except OSError:
+            pass
         self.path.unlink(missing_ok=True)
 
 
@@ -134,7 +152,8 @@ class ShardWriter(ABC):
         return {role: file.commit() for role, file in self.files.items()}
 
     def abort(self) -> None:
-        """Remove every temporary file after a failure."""
+        """Remove every temporary file after a failure (formats close their own writers first,
+        ignoring the errors of a file that is discarded anyway)."""
         for file in self.files.values():
             file.abort()
 
@@ -150,13 +169,77 @@ class ShardWriter(ABC):
             self.abort()
 
 
+DEFAULT_MAX_OPEN_SHARDS = 128
+
+
+class OpenShards:
+    """The shards a reader holds open (memory maps, file handles), at most ``limit``: the least
+    recently used is closed when another is opened. Bounds a process's open files whatever the
+    number of shards, instead of raising its descriptor limit."""
+
+    def __init__(self, limit: int = DEFAULT_MAX_OPEN_SHARDS):
+        if limit < 1:
+            raise InvalidArgumentError(f"max_open_shards must be at least 1, got {limit}")
+        self.limit = limit
+        self._open: OrderedDict[Any, tuple[Any, Callable[[Any], None] | None]] = OrderedDict()
+
+    def get(self, key: Any, open_shard: Callable[[], Any], close: Callable[[Any], None] | None = None) -> Any:
+        if key in self._open:
+            self._open.move_to_end(key)
+            return self._open[key][0]
+        value = open_shard()
+        self._open[key] = (value, close)
+        while len(self._open) > self.limit:
+            _, (old, closer) = self._open.popitem(last=False)
+            if closer is not None:
+                closer(old)
+        return value
+
+    def __len__(self) -> int:
+        return len(self._open)
+
+    def close(self) -> None:
+        while self._open:
+            _, (value, closer) = self._open.popitem()
+            if closer is not None:
+                closer(value)
+
+
 class ShardReader(ABC):
-    """Reads samples of one dataset; created lazily inside each worker process."""
+    """Reads samples of one dataset; created lazily inside each worker process. Formats keep what
+    they open in ``self.open_shards`` (bounded, least recently used closed first)."""
 
     def __init__(self, root: Path, manifest: Manifest):
         self.root = Path(root)
         self.manifest = manifest
         self.dense = bool(manifest.params.get("dense"))
+        self.open_shards = OpenShards()  # the reading core sets its own limit
+
+    def close(self) -> None:
+        self.open_shards.close()
+
+    def __del__(self) -> None:
+        with contextlib.suppress(Exception):  # e.g. at interpreter exit
+            self.close()
+
+    def file_name(self, shard: int, role: str) -> str:
+        return self.manifest.shards[shard].files[role].name
+
+    def corrupt(self, shard: int, role: str, problem: str) -> CorruptDatasetError:
+        """The error for a shard file that disagrees with the manifest: dataset, file and problem."""
+        return CorruptDatasetError(f"{self.root}: {self.file_name(shard, role)}: {problem}")
+
+    def check_rows(self, shard: int, role: str, rows: int, unit: str = "rows") -> None:
+        expected = self.manifest.shards[shard].num_samples
+        if rows != expected:
+            raise self.corrupt(shard, role, f"holds {rows} {unit}, the manifest says {expected} samples")
+
+    def check(self, shard: int) -> np.ndarray | None:
+        """Open the shard's files and check their headers against the manifest (counts, shapes),
+        raising CorruptDatasetError; return the class labels the shard itself stores, or None where
+        it stores none. Readers run the same checks when they first open a shard; ``verify`` calls
+        this for every shard. A format without checks of its own returns None."""
+        return None
 
     @abstractmethod
     def read(self, shard: int, row: int) -> tuple[Any, Any]:
@@ -200,6 +283,9 @@ class Format:
     options: type | None = None
     # Called once on the driver after every shard is in place; returns extra params for the manifest.
     finalize: Callable[[Path, list["Shard"], dict[str, Any]], dict[str, Any]] | None = None
+    dataset_files: tuple[str, ...] = ()  # the files finalize writes beside the shards
+    # Checks those files against the manifest for `raydsconv verify`: [(file name, problem), ...].
+    check_dataset: Callable[[Path, Manifest], list[tuple[str, str]]] | None = None
 
     @property
     def fixed_size(self) -> bool:

@@ -6,6 +6,7 @@ labels ``masks`` (N, H, W[, 3]), chunked like the images. Optional compression (
 
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +17,7 @@ import numpy as np
 from raydsconv.errors import InvalidArgumentError
 from raydsconv.formats.base import Format, ShardReader, ShardWriter, contiguous_runs
 from raydsconv.formats.memmap import image_row_shape, target_layout
-from raydsconv.layout import partial_path
+from raydsconv.layout import write_atomically
 from raydsconv.manifest import Manifest, Shard
 
 VIRTUAL_DATASET = "dataset.h5"
@@ -38,9 +39,10 @@ class HDF5ShardWriter(ShardWriter):
         import h5py
 
         super().__init__(root, shard, params, classes, expected_rows=expected_rows)
-        # libhdf5 writes through its own file driver, seeking back: the file is hashed at commit.
+        # libhdf5 seeks back as it writes: the file is hashed at commit.
         output = self.create("images", "images", ".h5", streamed=False)
-        self.file = h5py.File(output.path, "w", libver="latest")
+        self.disk = _DiskFile(output.path)
+        self.file = h5py.File(self.disk, "w", libver="latest")
         row_shape = image_row_shape(params)
         self.images = self.file.create_dataset(
             "images", shape=(0, *row_shape), maxshape=(None, *row_shape), chunks=(1, *row_shape),
@@ -62,30 +64,106 @@ class HDF5ShardWriter(ShardWriter):
         self.images[self.rows :] = batch["image"]
         self.targets[self.rows :] = batch["mask"] if self.target_role == "masks" else batch["label"]
         self.rows += count
+        self.disk.check()  # a full disk: stop at once
 
     def finish(self) -> None:
         self.file.close()
+        self.disk.close()
+        self.disk.check()
 
     def abort(self) -> None:
-        if self.file.id.valid:
-            self.file.close()
+        with contextlib.suppress(Exception):  # the file is discarded anyway
+            if self.file.id.valid:
+                self.file.close()
+            self.disk.close()
         super().abort()
 
 
+class _DiskFile:
+    """The file libhdf5 writes an HDF5 file through (h5py's "fileobj" driver), which never reports
+    a failed write to libhdf5: after one (a full disk), libhdf5 crashes the process (SIGSEGV in
+    H5D_close) when the file's datasets are closed, whatever is tried. The first error is kept
+    instead and later writes are dropped (the file is discarded); ``check()`` raises it."""
+
+    def __init__(self, path: Path):
+        self._file = open(path, "w+b", buffering=0)  # unbuffered: seek() never writes
+        self.error: OSError | None = None
+
+    def write(self, data) -> int:
+        view = memoryview(data).cast("B")
+        done = 0
+        while self.error is None and done < len(view):
+            try:
+                done += self._file.write(view[done:])  # may write part of it
+            except OSError as error:
+                self.error = error
+        return len(view)
+
+    def truncate(self, size: int | None = None) -> int | None:
+        if self.error is None:
+            try:
+                self._file.truncate(size)
+            except OSError as error:
+                self.error = error
+        return size
+
+    def flush(self) -> None:
+        pass  # unbuffered
+
+    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
+        return self._file.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self._file.tell()
+
+    def read(self, size: int = -1) -> bytes:
+        return self._file.read(size)
+
+    def readinto(self, buffer) -> int:
+        return self._file.readinto(buffer)
+
+    def close(self) -> None:
+        self._file.close()
+
+    def check(self) -> None:
+        if self.error is not None:
+            raise self.error
+
+
 class HDF5ShardReader(ShardReader):
-    def __init__(self, root: Path, manifest: Manifest):
-        super().__init__(root, manifest)
-        self._shards: dict[int, tuple[Any, Any, Any]] = {}  # shard -> (file, images, labels or masks)
-
     def _shard(self, shard: int) -> tuple[Any, Any, Any]:
-        if shard not in self._shards:
-            import h5py
+        """(file, images, labels or masks) of a shard, opened on first use, kept while recently used."""
+        return self.open_shards.get(shard, lambda: self._open(shard), close=lambda opened: opened[0].close())
 
-            file = h5py.File(self.root / self.manifest.shards[shard].files["images"].name, "r")
+    def _open(self, shard: int) -> tuple[Any, Any, Any]:
+        import h5py
+
+        try:
+            file = h5py.File(self.root / self.file_name(shard, "images"), "r")
+        except OSError as error:
+            raise self.corrupt(shard, "images", f"not a readable HDF5 file ({error})") from None
+        try:
+            self._check_datasets(file, shard)
             # Dataset lookups cost as much as a small read: keep the handles, and the labels in memory.
-            targets = file["masks"] if self.dense else file["labels"][()]
-            self._shards[shard] = (file, file["images"], targets)
-        return self._shards[shard]
+            return file, file["images"], file["masks"] if self.dense else file["labels"][()]
+        except BaseException:
+            file.close()
+            raise
+
+    def _check_datasets(self, file: Any, shard: int) -> None:
+        target_role, target_dtype, target_shape = target_layout(self.manifest.params)
+        for name, dtype, row_shape in (("images", np.dtype(np.uint8), image_row_shape(self.manifest.params)),
+                                       (target_role, np.dtype(target_dtype), tuple(target_shape))):
+            dataset = file.get(name)
+            if dataset is None or dataset.dtype != dtype or dataset.shape[1:] != row_shape:
+                found = "nothing" if dataset is None else f"{dataset.dtype}{list(dataset.shape[1:])} rows"
+                raise self.corrupt(shard, "images", f"dataset {name!r} holds {found}, the manifest says "
+                                                    f"{dtype}{list(row_shape)}")
+            self.check_rows(shard, "images", len(dataset), unit=name)
+
+    def check(self, shard: int) -> np.ndarray | None:
+        _, _, targets = self._shard(shard)
+        return None if self.dense else targets
 
     def read(self, shard: int, row: int) -> tuple[np.ndarray, Any]:
         _, images, targets = self._shard(shard)
@@ -112,11 +190,18 @@ def write_virtual_dataset(root: Path, shards: list[Shard], params: dict[str, Any
 
     row_shape = image_row_shape(params)
     target_role, target_dtype, target_shape = target_layout(params)
-    temporary = partial_path(root / VIRTUAL_DATASET)
-    with h5py.File(temporary, "w", libver="latest") as file:
-        _virtual_dataset(file, "images", np.dtype(np.uint8), row_shape, shards)
-        _virtual_dataset(file, target_role, target_dtype, target_shape, shards)
-    os.replace(temporary, root / VIRTUAL_DATASET)
+
+    def write(temporary: Path) -> None:
+        disk = _DiskFile(temporary)  # a full disk must not crash the driver (see _DiskFile)
+        try:
+            with h5py.File(disk, "w", libver="latest") as file:
+                _virtual_dataset(file, "images", np.dtype(np.uint8), row_shape, shards)
+                _virtual_dataset(file, target_role, target_dtype, target_shape, shards)
+        finally:
+            disk.close()
+        disk.check()
+
+    write_atomically(root / VIRTUAL_DATASET, write)
     return {"virtual_dataset": VIRTUAL_DATASET}
 
 
@@ -142,6 +227,28 @@ def _virtual_dataset(file: Any, name: str, dtype: np.dtype, row_shape: tuple[int
                dcpl=properties).close()
 
 
+def check_virtual_dataset(root: Path, manifest: Manifest) -> list[tuple[str, str]]:
+    """dataset.h5 maps every shard's rows, in order, with the manifest's shapes."""
+    import h5py
+
+    target_role, _, target_shape = target_layout(manifest.params)
+    expected_sources = ["./" + shard.files["images"].name for shard in manifest.shards if shard.num_samples]
+    try:
+        with h5py.File(root / VIRTUAL_DATASET, "r") as file:
+            for name, row_shape in (("images", image_row_shape(manifest.params)), (target_role, tuple(target_shape))):
+                dataset = file.get(name)
+                if dataset is None or dataset.shape != (manifest.num_samples, *row_shape):
+                    found = "nothing" if dataset is None else f"shape {dataset.shape}"
+                    return [(VIRTUAL_DATASET, f"dataset {name!r} holds {found}, the manifest says "
+                                              f"{(manifest.num_samples, *row_shape)}")]
+                sources = [source.file_name for source in dataset.virtual_sources()] if dataset.is_virtual else []
+                if sources != expected_sources:
+                    return [(VIRTUAL_DATASET, f"dataset {name!r} does not map the manifest's shards in order")]
+    except OSError as error:
+        return [(VIRTUAL_DATASET, f"not a readable HDF5 file ({error})")]
+    return []
+
+
 HDF5 = Format(
     name="hdf5",
     kind="fixed",
@@ -153,4 +260,6 @@ HDF5 = Format(
     file_pattern=r"images-\d+\.h5|dataset\.h5",
     options=Hdf5Options,
     finalize=write_virtual_dataset,
+    dataset_files=(VIRTUAL_DATASET,),
+    check_dataset=check_virtual_dataset,
 )
