@@ -15,8 +15,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
+from raydsconv.cluster import check_address
 from raydsconv.commit import commit, skipped_inputs
-from raydsconv.errors import ConversionError, ConversionInterrupted, InvalidArgumentError
+from raydsconv.errors import ConversionError, ConversionInterrupted, InvalidArgumentError, writing
 from raydsconv.images import DEFAULT_MAX_PIXELS
 from raydsconv.layout import LOCK_NAME, MANIFEST_NAME, PLAN_NAME, RECORDS_DIR, dataset_root
 from raydsconv.lock import OutputLock
@@ -26,7 +27,8 @@ from raydsconv.prepare import Preparation
 from raydsconv.shards import ShardJob, Target
 from raydsconv.signals import Stopped, stop_on_signals
 from raydsconv.sources import Listing, SegmentationFolder, Skipped, list_source
-from raydsconv.workspace import Workspace, check_output_path, open_workspace, work_dir
+from raydsconv.sources.torch_dataset import check_masks_untransformed
+from raydsconv.workspace import Workspace, check_output_path, open_workspace, remove_temporary_files, work_dir
 
 
 @dataclass
@@ -120,7 +122,8 @@ def convert(
         resize: ``"stretch"``, ``"crop"`` (short side, centre crop) or ``"pad"`` (letterbox).
         images_per_file: samples per shard (inputs per shard; skipped inputs make a shard shorter).
         batch_size: images prepared per call inside a task; tunes memory, never the output.
-        num_workers: at most this many tasks at once (and the CPUs of an embedded Ray); None = all.
+        num_workers: at most this many tasks at once (and the CPUs of an embedded Ray); None = all;
+            0 (a DataLoader's in-process loading, the predecessor's default) = one task at a time.
         address: a Ray cluster to join from one of its nodes (``"auto"``, ``"HEAD:6379"``); None =
             embedded, or RAY_ADDRESS. Ray Client (``ray://``) does not carry Ray Data conversions.
         overwrite: replace what ``output`` holds: a dataset of another conversion is replaced only
@@ -160,15 +163,18 @@ def convert(
             if listing.description.get("root"):
                 _check_output_location(output, Path(listing.description["root"]))
             check_output_path(output)
+            check_address(address)  # a cluster that cannot answer fails now, before the output is touched
             work = work_dir(output)
-            work.mkdir(parents=True, exist_ok=True)
+            with writing(output):
+                work.mkdir(parents=True, exist_ok=True)
             try:
                 with OutputLock(work / LOCK_NAME) as lock:
                     workspace = open_workspace(output, plan, overwrite=overwrite)
                     if workspace.complete:
                         return _complete_report(output, plan)
                     return _run(plan, listing, workspace, stopped, lock, batch_size=batch_size,
-                                num_workers=num_workers, address=address, strict=strict, progress=progress)
+                                num_workers=1 if num_workers == 0 else num_workers, address=address, strict=strict,
+                                progress=progress)
             finally:
                 with contextlib.suppress(OSError):
                     work.rmdir()  # gone once committed; an unfinished conversion keeps its state there
@@ -194,6 +200,8 @@ def make_plan(source: Any, *, root_in_archive: str | None, strict: bool, dense: 
     """Check every argument, then list the source: the plan, and the candidates it converts."""
     formats, image, mask = check_arguments(dense=dense or isinstance(source, SegmentationFolder), **options)
     listing = list_source(source, root_in_archive=root_in_archive, dense=mask is not None)
+    if mask is not None and listing.description.get("kind") == "torch_dataset":
+        check_masks_untransformed(source, mask)  # the predecessor's VOC recipe: every mask made an RGB image
     if strict and listing.skipped:
         first = listing.skipped[0]
         raise ConversionError(f"{first.path}: {first.reason} (strict mode)")
@@ -230,10 +238,16 @@ def _run(plan: ConversionPlan, listing: Listing, workspace: Workspace, stopped: 
     ray_seconds = ensure_ray(address, num_cpus=num_workers) if todo else 0.0
     stopped.reinstall()
     started = time.perf_counter()
-    for record in run_shards(listing, todo, job, images_per_file=plan.images_per_file, concurrency=num_workers,
-                             progress=progress):
-        records[record.shard] = record
-        nodes.add(record.node)
+    try:
+        for record in run_shards(listing, todo, job, images_per_file=plan.images_per_file, concurrency=num_workers,
+                                 progress=progress):
+            records[record.shard] = record
+            nodes.add(record.node)
+    except BaseException:
+        for folder in [*(target.root for target in targets), workspace.records]:
+            with contextlib.suppress(OSError):  # never hide the error itself
+                remove_temporary_files(folder)  # of tasks cancelled mid-shard (a failed one removes its own)
+        raise
     ordered = [records[shard] for shard in range(plan.num_shards)]
     with stopped.deferred():  # a signal now waits: commit is short, and leaves a finished dataset
         manifests = commit(workspace, plan, listing, targets, ordered, strict=strict)

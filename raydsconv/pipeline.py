@@ -1,17 +1,29 @@
 """Builds and runs the Ray Data plan; the only module that composes Ray Data.
 
-    shard table (one block per shard to write) ──map_batches(write the block's shard)──▶ records
+    range(shards to write), one block each ──map_batches(write that shard)──▶ records
 
-Each block holds one whole shard's candidates (paths, labels, loader columns). The task that gets
-it reads, prepares and writes that shard (``raydsconv.shards.ShardJob``) and saves its record, so a
-shard is written by exactly one task, whatever Ray fuses or retries, and pixels never travel
-through the object store or the driver. Only the shard's record (a few numbers per sample) comes back.
+The candidates (paths, labels, loader columns) are shipped to the workers once, through the object
+store; each block names one shard. The task that gets it reads, prepares and writes that whole shard
+(``raydsconv.shards.ShardJob``) and saves its record, so a shard is written by exactly one task,
+whatever Ray fuses, splits or retries, and pixels never travel through the object store or the
+driver. Only the shard's record (a few numbers per sample) comes back.
+
+A task whose worker dies (a decoder's segfault on a malicious file, an out-of-memory kill, a lost
+node) is retried ``SHARD_TASK_RETRIES`` times (Ray Data's own default is forever, which loops on an
+input that crashes every time); then Ray Data drops it and the other shards go on. Every shard that
+did not come back is written once more by a task of its own that prepares each input in a child
+process (``raydsconv.isolation``): an input that crashes it is skipped with the signal as its reason,
+or fails the conversion in strict mode; a shard whose task still dies fails the conversion.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
+import pickle
+import traceback
+import warnings
 from contextlib import contextmanager
 from typing import Any, Iterator
 
@@ -23,6 +35,9 @@ from raydsconv.shards import ShardJob, ShardRecord
 from raydsconv.sources import Listing
 
 logger = logging.getLogger(__name__)
+
+SHARD_TASK_RETRIES = 1  # retries of a shard's task whose worker died, before it is written in isolation
+ISOLATED_TASK_RETRIES = 1  # the same for the isolated write (its worker only dies of a lost node or the writer)
 
 _SHIPPED: dict[Any, Any] = {}
 
@@ -40,45 +55,83 @@ def _shipped(value: Any) -> Any:
     return _SHIPPED[value]
 
 
-def _write_shards(batch: dict[str, np.ndarray], *, job: Any, loader: Any) -> dict[str, np.ndarray]:
-    """A task's work: every shard in the batch (one block: normally one whole shard), written whole."""
+def _write_shards(batch: dict[str, np.ndarray], *, job: Any, loader: Any, candidates: Any, images_per_file: int,
+                  todo: np.ndarray) -> dict[str, np.ndarray]:
+    """A task's work: the shards ``todo[i]`` for each ``i`` of the batch (normally one), each written whole."""
+    job, loader, candidates = _shipped(job), _shipped(loader), _shipped(candidates)
+    results = []
+    for shard in todo[batch["id"]].tolist():
+        results.append(_write_shard(job, shard, shard_rows(candidates, shard, images_per_file), loader, isolated=False))
+        if results[-1]["error"]:
+            break
+    return {key: np.asarray([result[key] for result in results], dtype=object) for key in results[0]}
+
+
+def _write_shard(job: ShardJob, shard: int, rows: dict[str, np.ndarray], loader: Any, *,
+                 isolated: bool) -> dict[str, Any]:
+    """One shard written: its record as JSON, or what stopped it: the message, and the exception
+    itself (pickled with its traceback) for the driver to raise as it was. Errors are returned, not
+    raised, because Ray Data drops the blocks of failed tasks (see ``_data_context``)."""
     import ray
 
-    job, loader = _shipped(job), _shipped(loader)
-    node = ray.get_runtime_context().get_node_id()
-    shards = batch["shard"]
-    starts = [0, *(np.flatnonzero(np.diff(shards)) + 1).tolist(), len(shards)]
-    records = []
-    for start, stop in zip(starts[:-1], starts[1:]):
-        shard, expected = int(shards[start]), int(batch["shard_size"][start])
-        if stop - start != expected:
-            raise ConversionError(f"internal error: shard {shard} reached a task with {stop - start} of its "
-                                  f"{expected} inputs (did Ray split a block?)")
-        rows = {key: values[start:stop] for key, values in batch.items() if key != "shard_size"}
+    try:
+        record = job.write(shard, rows, loader, isolated=isolated)
+    except RaydsconvError as error:  # ours (strict mode, a full disk): raised as it is, not as Ray's task failure
+        return {"record": "", "error": str(error), "exception": _pickled(error)}
+    except Exception as error:
+        return {"record": "", "error": f"shard {shard}: {type(error).__name__}: {error}",
+                "exception": _pickled(error)}
+    record.node = ray.get_runtime_context().get_node_id()
+    return {"record": json.dumps(record.to_dict()), "error": "", "exception": b""}
+
+
+def _pickled(error: Exception) -> bytes:
+    import ray
+
+    try:
+        return ray.cloudpickle.dumps((error, traceback.format_exc()))
+    except Exception:  # an exception that cannot be pickled: its message will do
+        return b""
+
+
+class _RemoteTraceback(Exception):
+    """Where a worker's exception came from, shown as its cause (as concurrent.futures does)."""
+
+    def __str__(self) -> str:
+        return "\n" + self.args[0]
+
+
+def _record(result: dict[str, Any]) -> ShardRecord:
+    """The record of a task's result, or the task's error raised."""
+    if not result["error"]:
+        return ShardRecord.from_dict(json.loads(result["record"]))
+    if result["exception"]:
         try:
-            record = job.write(shard, rows, loader)
-        except RaydsconvError as error:  # ours (e.g. strict mode): its message, not Ray's task failure
-            return {"record": np.asarray([""], dtype=object), "error": np.asarray([str(error)], dtype=object)}
-        record.node = node
-        records.append(json.dumps(record.to_dict()))
-    return {"record": np.asarray(records, dtype=object), "error": np.full(len(records), "", dtype=object)}
+            error, trace = pickle.loads(result["exception"])
+        except Exception:  # its class cannot be imported here: the message instead
+            pass
+        else:
+            error.__cause__ = _RemoteTraceback(trace)
+            raise error
+    raise ConversionError(result["error"])
 
 
-def shard_blocks(listing: Listing, shards: list[int], images_per_file: int) -> list[pa.Table]:
-    """One table per shard to write: its candidates, in order, with what the loader needs."""
+def candidate_table(listing: Listing, images_per_file: int) -> pa.Table:
+    """Every candidate, in order, with what the loader needs: shipped to the workers once."""
     candidate = np.arange(len(listing), dtype=np.int64)
-    table = pa.table({
+    return pa.table({
         "candidate": candidate,
         "path": pa.array(listing.paths, type=pa.string()),
         "label": listing.labels,
         "shard": candidate // images_per_file,
         **listing.columns,
     })
-    blocks = []
-    for shard in shards:
-        block = table.slice(shard * images_per_file, images_per_file)
-        blocks.append(block.append_column("shard_size", pa.array(np.full(block.num_rows, block.num_rows))))
-    return blocks
+
+
+def shard_rows(candidates: pa.Table, shard: int, images_per_file: int) -> dict[str, np.ndarray]:
+    """The candidates of one shard, as the columns ShardJob.write takes."""
+    block = candidates.slice(shard * images_per_file, images_per_file)
+    return {name: block.column(name).to_numpy(zero_copy_only=False) for name in block.column_names}
 
 
 def run_shards(listing: Listing, shards: list[int], job: ShardJob, *, images_per_file: int,
@@ -97,25 +150,96 @@ def run_shards(listing: Listing, shards: list[int], job: ShardJob, *, images_per
             f"the source cannot be sent to Ray workers ({type(error).__name__}: {error}); make it picklable "
             "(e.g. no open file handles, locks or lambdas holding local state)"
         ) from None
+    shipped = {"job": ray.put(job), "loader": loader, "candidates": ray.put(candidate_table(listing, images_per_file)),
+               "images_per_file": images_per_file}
+    written = set()
+    for record in _stream(shards, shipped, concurrency, progress):
+        written.add(record.shard)
+        yield record
+    lost = [shard for shard in shards if shard not in written]
+    if lost:
+        yield from _write_isolated(lost, shipped, concurrency)
+
+
+def _stream(shards: list[int], shipped: dict[str, Any], concurrency: int | None, progress: bool) -> Iterator[ShardRecord]:
+    """The shards through Ray Data, each record as it comes; the shards whose task kept dying are
+    left out (the caller writes them in isolation)."""
+    import ray
+
     with _data_context(progress):
-        dataset = ray.data.from_arrow(shard_blocks(listing, shards, images_per_file))
-        dataset = dataset.map_batches(
-            _write_shards,
-            fn_kwargs={"job": ray.put(job), "loader": loader},
-            batch_size=None,  # a whole block, i.e. a whole shard, per call
-            batch_format="numpy",
-            compute=ray.data.TaskPoolStrategy(size=concurrency),
-        )
+        # One block per shard, holding only its position in ``shards``: the candidates travel once, in
+        # ``shipped``, so the driver's memory does not grow with the number of shards.
+        dataset = ray.data.range(len(shards), override_num_blocks=len(shards))
+        with warnings.catch_warnings():  # max_retries has no named parameter yet (Ray 2.60 deprecates the others)
+            warnings.filterwarnings("ignore", message="`ray_remote_args` is deprecated")
+            dataset = dataset.map_batches(
+                _write_shards,
+                fn_kwargs={**shipped, "todo": np.asarray(shards, dtype=np.int64)},
+                batch_size=None,  # a whole block per call
+                batch_format="numpy",
+                compute=ray.data.TaskPoolStrategy(size=concurrency),
+                max_retries=SHARD_TASK_RETRIES,
+            )
         rows = iter(dataset.iter_rows())
         try:
             for row in rows:
-                if row["error"]:
-                    raise ConversionError(row["error"])
-                yield ShardRecord.from_dict(json.loads(row["record"]))
+                yield _record(row)
         finally:
             close = getattr(rows, "close", None)
             if close is not None:
                 close()  # shuts Ray Data's executor down: tasks still running are cancelled
+
+
+def _write_isolated(shards: list[int], shipped: dict[str, Any], concurrency: int | None) -> Iterator[ShardRecord]:
+    """Write ``shards`` again, a task each, every input prepared in a child process; yield each
+    record as it comes. Closing the iterator early cancels the tasks still running."""
+    import ray
+
+    logger.warning("the task of shard%s %s died %d times; writing %s again with every input in a separate "
+                   "process, to skip the inputs that crash it", "s" if len(shards) > 1 else "",
+                   ", ".join(map(str, shards)), SHARD_TASK_RETRIES + 1, "them" if len(shards) > 1 else "it")
+    candidates = ray.get(shipped["candidates"])
+    waiting, running = list(shards), {}
+    try:
+        while waiting or running:
+            while waiting and len(running) < (concurrency or len(shards)):
+                shard = waiting.pop(0)
+                rows = shard_rows(candidates, shard, shipped["images_per_file"])
+                running[_isolated_task().remote(shipped["job"], shard, rows, shipped["loader"])] = shard
+            ready, _ = ray.wait(list(running), num_returns=1)
+            shard = running.pop(ready[0])
+            yield _record(_isolated_result(ready[0], shard))
+    finally:
+        for ref in running:
+            ray.cancel(ref, force=True)
+
+
+def _isolated_result(ref: Any, shard: int) -> dict[str, Any]:
+    """The isolated task's result; its worker dying again is no single input's doing."""
+    import ray
+
+    try:
+        return ray.get(ref)
+    except ray.exceptions.RayTaskError:
+        raise  # an error of ours, raised as such
+    except ray.exceptions.RayError as error:
+        raise ConversionError(
+            f"shard {shard}: its task died {SHARD_TASK_RETRIES + 1} times, then {ISOLATED_TASK_RETRIES + 1} "
+            f"more with every input prepared in a separate process ({type(error).__name__}): no single input "
+            "is to blame (a lost node, too little memory, or a crash while writing); run the same command "
+            "again to resume"
+        ) from None
+
+
+def _write_shard_isolated(job: ShardJob, shard: int, rows: dict[str, np.ndarray], loader: Any) -> dict[str, Any]:
+    return _write_shard(job, shard, rows, loader, isolated=True)
+
+
+@functools.cache
+def _isolated_task() -> Any:
+    import ray
+
+    return ray.remote(num_cpus=1, max_retries=ISOLATED_TASK_RETRIES)(_write_shard_isolated)
 
 
 @contextmanager
@@ -130,20 +254,26 @@ def _data_context(progress: bool):
 
     context = DataContext.get_current()
     settings = {
+        # A task that fails for good (its worker died SHARD_TASK_RETRIES + 1 times) is dropped, not
+        # fatal: the other shards go on, and run_shards writes the dropped ones in isolation. Our own
+        # errors never fail a task: _write_shard returns them.
+        "max_errored_blocks": -1,
         "enable_progress_bars": progress,
         "print_on_execution_start": progress,
         "op_resource_reservation_enabled": False,
     }
     saved = {name: getattr(context, name) for name in settings}
-    data_logger = logging.getLogger("ray.data")
-    saved_level = data_logger.level
+    loggers = {name: logging.getLogger(name) for name in ("ray.data", "ray.data._internal.progress")}
+    saved_levels = {name: logger.level for name, logger in loggers.items()}
     try:
         for name, value in settings.items():
             setattr(context, name, value)
-        if not progress:  # Ray Data also logs each execution at INFO
-            data_logger.setLevel(logging.WARNING)
+        if not progress:  # Ray Data logs each execution at INFO, and warns that its bars are off
+            loggers["ray.data"].setLevel(logging.WARNING)
+            loggers["ray.data._internal.progress"].setLevel(logging.ERROR)
         yield
     finally:
         for name, value in saved.items():
             setattr(context, name, value)
-        data_logger.setLevel(saved_level)
+        for name, level in saved_levels.items():
+            loggers[name].setLevel(level)

@@ -18,9 +18,10 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from raydsconv.errors import ConversionError
+from raydsconv.errors import ConversionError, writing
 from raydsconv.formats import Format
-from raydsconv.layout import partial_path, record_name
+from raydsconv.isolation import IsolatedPreparation
+from raydsconv.layout import record_name, write_atomically
 from raydsconv.lock import still_held
 from raydsconv.manifest import ShardFile
 from raydsconv.prepare import Preparation, prepare_batch
@@ -88,13 +89,14 @@ class ShardRecord:
 
 def save_record(record: ShardRecord, records: Path) -> None:
     """Atomically: a record is there whole, or not at all."""
-    final = records / record_name(record.shard)
-    temporary = partial_path(final)
-    with open(temporary, "w") as file:
-        json.dump(record.to_dict(), file)
-        file.flush()
-        os.fsync(file.fileno())
-    os.replace(temporary, final)
+
+    def write(temporary: Path) -> None:
+        with open(temporary, "w") as file:
+            json.dump(record.to_dict(), file)
+            file.flush()
+            os.fsync(file.fileno())
+
+    write_atomically(records / record_name(record.shard), write)
 
 
 def load_record(path: Path) -> ShardRecord | None:
@@ -133,22 +135,30 @@ class ShardJob:
     lock: Path | None = None  # the output's lock, and the token of the run that holds it:
     token: str = ""  # a task of a run that lost the lock (died, or was taken over) writes nothing
 
-    def write(self, shard: int, rows: dict[str, np.ndarray], loader: Any) -> ShardRecord:
+    def write(self, shard: int, rows: dict[str, np.ndarray], loader: Any, *, isolated: bool = False) -> ShardRecord:
         """Read, prepare and write every candidate of ``rows`` (one whole shard, in order) into one
-        shard of each target, then save its record. A failure removes the shard's temporary files."""
+        shard of each target, then save its record. A failure removes the shard's temporary files.
+
+        ``isolated``: prepare each input in a child process, skipping those that crash it (see
+        raydsconv.isolation); slower, for a shard whose task died. The same bytes otherwise."""
         if self.lock is not None and not still_held(self.lock, self.token):
             raise ConversionError(f"{self.lock}: this conversion no longer holds the output's lock; "
                                   f"shard {shard} left to the run that does")
         count = len(rows["candidate"])
         progress = _ShardInProgress(shard, self.targets, self.classes, self.strict, expected_rows=count)
+        isolation = IsolatedPreparation(loader, self.preparation) if isolated else None
         try:
             for start in range(0, count, self.batch_size):
                 batch = {key: values[start : start + self.batch_size] for key, values in rows.items()}
-                progress.add(prepare_batch(batch, loader=loader, preparation=self.preparation))
+                progress.add(isolation.prepare(batch) if isolation else
+                             prepare_batch(batch, loader=loader, preparation=self.preparation))
             record = progress.finish()
         except BaseException:
             progress.abort()
             raise
+        finally:
+            if isolation:
+                isolation.close()
         save_record(record, self.records)
         return record
 
@@ -160,8 +170,9 @@ class _ShardInProgress:
         self.writers: dict[str, Any] = {}
         try:
             for target in targets:
-                self.writers[target.format.name] = target.format.writer(
-                    target.root, shard, target.params, classes, expected_rows=expected_rows)
+                with writing(target.root):
+                    self.writers[target.format.name] = target.format.writer(
+                        target.root, shard, target.params, classes, expected_rows=expected_rows)
         except BaseException:
             self.abort()  # the writers made so far leave no temporary files
             raise
@@ -183,8 +194,9 @@ class _ShardInProgress:
             batch = {key: value[ok] for key, value in batch.items()}
         if len(batch["candidate"]) == 0:
             return
-        for writer in self.writers.values():
-            writer.add(batch)
+        for name, writer in self.writers.items():
+            with self._writing(name):
+                writer.add(batch)
         self.kept.append(batch["candidate"].astype(np.int64))
         self.labels.append(batch["label"].astype(np.int64))
         self.width.append(batch["width"])
@@ -192,7 +204,10 @@ class _ShardInProgress:
         self.source_format.extend(str(f) for f in batch["source_format"])
 
     def finish(self) -> ShardRecord:
-        files = {name: writer.close() for name, writer in self.writers.items()}
+        files = {}
+        for name, writer in self.writers.items():
+            with self._writing(name):
+                files[name] = writer.close()
 
         def joined(parts: list[np.ndarray], dtype) -> np.ndarray:
             return np.concatenate(parts).astype(dtype) if parts else np.zeros(0, dtype=dtype)
@@ -208,6 +223,12 @@ class _ShardInProgress:
             index_columns={name: writer.index_columns() for name, writer in self.writers.items()},
             skipped=self.skipped,
         )
+
+    def _writing(self, name: str):
+        """Libraries that write through a path (HDF5) raise plain OSErrors (a full disk): they name
+        the writer's first file. Files written through OutputFile name themselves."""
+        writer = self.writers[name]
+        return writing(next(iter(writer.files.values())).final if writer.files else writer.root)
 
     def abort(self) -> None:
         for writer in self.writers.values():

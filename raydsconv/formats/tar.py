@@ -17,7 +17,7 @@ import json
 import os
 import tarfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -25,6 +25,11 @@ from raydsconv.formats.base import Format, ShardReader, ShardWriter
 from raydsconv.manifest import Manifest
 
 KEY_DIGITS = 9
+BLOCK = tarfile.BLOCKSIZE  # a member's header, and the unit its data is padded to
+
+
+def _padded(size: int) -> int:
+    return -(-size // BLOCK) * BLOCK
 
 
 def sample_key(candidate: int) -> str:
@@ -49,6 +54,7 @@ class TarShardWriter(ShardWriter):
         header_size = len(info.tobuf(self.tar.format, self.tar.encoding, self.tar.errors))
         offset = self.tar.offset + header_size
         self.tar.addfile(info, io.BytesIO(data))
+        self.tar.members.clear()  # tarfile keeps every member's TarInfo; a writer never needs them again
         return offset
 
     def _add_placed(self, name: str, data: bytes, column: str) -> None:
@@ -91,22 +97,90 @@ class TarShardReader(ShardReader):
         index = pq.read_table(self.root / manifest.index_file, columns=["label", *placed])
         self._index = {name: index.column(name).to_numpy() for name in index.column_names}
         self._starts = np.concatenate([[0], np.cumsum([s.num_samples for s in manifest.shards])])
-        self._descriptors: dict[int, int] = {}
+
+    def _descriptor(self, shard: int) -> int:
+        """The shard's file, opened and walked (``check``) on first use, kept while recently used."""
+        return self.open_shards.get(shard, lambda: self._open(shard), close=os.close)
+
+    def _open(self, shard: int) -> int:
+        descriptor = os.open(self.root / self.file_name(shard, "samples"), os.O_RDONLY)
+        try:
+            self._walk(shard, descriptor)
+        except BaseException:
+            os.close(descriptor)
+            raise
+        return descriptor
 
     def _member(self, shard: int, sample: int, column: str) -> bytes:
-        if shard not in self._descriptors:
-            self._descriptors[shard] = os.open(self.root / self.manifest.shards[shard].files["samples"].name, os.O_RDONLY)
         size, offset = int(self._index[f"{column}_size"][sample]), int(self._index[f"{column}_offset"][sample])
-        return os.pread(self._descriptors[shard], size, offset)
+        return os.pread(self._descriptor(shard), size, offset)
+
+    def check(self, shard: int) -> np.ndarray | None:
+        return self._walk(shard, self._descriptor(shard))
+
+    def _walk(self, shard: int, descriptor: int) -> np.ndarray | None:
+        """Walk the shard's member headers (a few small reads per sample): every sample's members
+        contiguous and where the index places them, nothing after the manifest's count; the labels of
+        the ``.cls`` members must be the index's (readers take labels from the index) and are returned."""
+        walk = _MemberWalk(descriptor, lambda problem: self.corrupt(shard, "samples", problem))
+        labels = []
+        for sample in range(int(self._starts[shard]), int(self._starts[shard + 1])):
+            image = walk.next_member(int(self._index["data_offset"][sample]), int(self._index["data_size"][sample]))
+            key = image.name.split(".", 1)[0]
+            if self.dense:
+                walk.next_member(int(self._index["mask_offset"][sample]), int(self._index["mask_size"][sample]), key)
+            else:
+                labels.append(walk.label(key))
+                if labels[-1] != int(self._index["label"][sample]):
+                    raise walk.fail(f"member {key}.cls holds label {labels[-1]}, the index {int(self._index['label'][sample])}")
+            walk.next_member(None, None, key)  # the .json
+        walk.end(int(self._starts[shard + 1] - self._starts[shard]))
+        return None if self.dense else np.asarray(labels, dtype=np.int64)
 
     def read(self, shard: int, row: int) -> tuple[bytes, int | bytes]:
         sample = int(self._starts[shard]) + row
         target = self._member(shard, sample, "mask") if self.dense else int(self._index["label"][sample])
         return self._member(shard, sample, "data"), target
 
-    def __del__(self) -> None:
-        for descriptor in self._descriptors.values():
-            os.close(descriptor)
+
+class _MemberWalk:
+    """Reads a tar's member headers in order, each where the previous one ended."""
+
+    def __init__(self, descriptor: int, error: Callable[[str], Exception]):
+        self.descriptor = descriptor
+        self.fail = error
+        self.position = 0
+
+    def _header(self) -> tarfile.TarInfo:
+        block = os.pread(self.descriptor, BLOCK, self.position)
+        try:
+            return tarfile.TarInfo.frombuf(block, "utf-8", "surrogateescape")
+        except tarfile.HeaderError as error:
+            raise self.fail(f"no valid member header at byte {self.position} ({error})") from None
+
+    def next_member(self, data_offset: int | None, size: int | None, key: str | None = None) -> tarfile.TarInfo:
+        """The next member, checked against where (and how large) the index says it is."""
+        member = self._header()
+        start = self.position + BLOCK
+        if data_offset is not None and (start != data_offset or member.size != size):
+            raise self.fail(f"member {member.name} has {member.size} bytes at byte {start}; the index places "
+                            f"{size} bytes at byte {data_offset}")
+        if key is not None and not member.name.startswith(key + "."):
+            raise self.fail(f"member {member.name} follows {key}'s members: not of the same sample")
+        self.position = start + _padded(member.size)
+        return member
+
+    def label(self, key: str) -> int:
+        member = self.next_member(None, None, key)
+        text = os.pread(self.descriptor, member.size, self.position - _padded(member.size))
+        try:
+            return int(text)
+        except ValueError:
+            raise self.fail(f"member {member.name} holds {text[:20]!r}, not a label") from None
+
+    def end(self, count: int) -> None:
+        if os.pread(self.descriptor, BLOCK, self.position).strip(b"\0"):
+            raise self.fail(f"holds members beyond the manifest's {count} samples")
 
 
 TAR = Format(
