@@ -4,7 +4,9 @@ whose top-level members are one tar per class (``n01440764.tar``, ...), classes 
 
 The driver scans member headers once; workers then read each image by its byte offset with
 ``pread``. Only uncompressed tars can be read that way. Member names are never used as paths on
-disk, and an archive with absolute or ``..`` member names is refused.
+disk, and an archive with absolute or ``..`` member names is refused. A name that is not UTF-8
+(e.g. Latin-1) is recorded as text with its odd bytes as ``\\xNN``, and its exact bytes in
+``path_bytes`` (see ``raydsconv.sources.listing``).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 
 from raydsconv.errors import InvalidArgumentError
-from raydsconv.sources.listing import Listing, Skipped, files_fingerprint
+from raydsconv.sources.listing import PATH_BYTES, Listing, Skipped, files_fingerprint, path_text, recorded_paths
 
 
 @dataclass(frozen=True)
@@ -100,16 +102,18 @@ def list_tar_archive(path: str | os.PathLike, root_in_archive: str | None = None
     classes = sorted(class_names)
     index = {name: i for i, name in enumerate(classes)}
     members.sort(key=lambda m: (index[m.class_name], m.directory, m.name))
+    paths, exact = recorded_paths([f"{m.directory}/{m.name}" for m in members])
     return Listing(
-        classes=classes,
-        paths=[f"{m.directory}/{m.name}" for m in members],
+        classes=[path_text(name) for name in classes],
+        paths=paths,
         labels=np.asarray([index[m.class_name] for m in members], dtype=np.int64),
         loader=TarMemberLoader(str(path)),
         description={"kind": "tar_archive", "root": str(path), "root_in_archive": root_in_archive,
                      "num_candidates": len(members)},
-        skipped=skipped,
+        skipped=[item.as_text() for item in skipped],
         columns={"offset": np.asarray([m.offset for m in members], dtype=np.int64),
-                 "size": np.asarray([m.size for m in members], dtype=np.int64)},
+                 "size": np.asarray([m.size for m in members], dtype=np.int64),
+                 **({} if exact is None else {PATH_BYTES: exact})},  # read by offset; recorded in the index
         fingerprint=files_fingerprint(str(path.parent), [path.name]),  # members follow from the bytes
     )
 

@@ -5,18 +5,31 @@ immediate sub-folders; within a class, directories are visited in sorted path or
 ``sorted(os.walk(class_dir, followlinks=True))`` does) and file names are sorted. Unlike
 ImageFolder, every regular file is a candidate whatever its extension: whether it is an image is
 decided by decoding it in a worker, not by its name. Hidden files (".name") are ignored.
+
+Symbolic links are followed (to files and to folders), but no folder is walked twice: within a
+class, a folder reached again, through a loop or another link, is walked once, at its real path if
+it lies in the class folder, else by the first link path to it in sorted order; a link to a class
+folder is not followed (its files belong to that class), nor one to the root. A class folder that
+is a link to an earlier class's folder stays an empty class, with a note in the skipped list. For
+a tree where no folder is reached twice this is exactly ImageFolder's listing; a web of links
+stays finite (ImageFolder's grows exponentially).
+
+Names are recorded as text (see ``raydsconv.sources.listing``): one that is not UTF-8 with its odd
+bytes as ``\\xNN``, and its exact bytes in the ``path_bytes`` column that the loader opens.
 """
 
 from __future__ import annotations
 
+import heapq
 import os
+from collections.abc import Container
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from raydsconv.errors import InvalidArgumentError
-from raydsconv.sources.listing import Listing, Skipped, files_fingerprint
+from raydsconv.sources.listing import PATH_BYTES, Listing, Skipped, exact_name, files_fingerprint, path_text, recorded_paths
 
 
 @dataclass(frozen=True)
@@ -24,7 +37,7 @@ class FolderLoader:
     root: str
 
     def read(self, row: dict) -> bytes:
-        with open(os.path.join(self.root, row["path"]), "rb") as file:
+        with open(os.path.join(self.root, exact_name(row)), "rb") as file:
             return file.read()
 
 
@@ -44,52 +57,99 @@ def list_image_folder(root: str | os.PathLike) -> Listing:
     paths: list[str] = []
     labels: list[int] = []
     skipped: list[Skipped] = []
+    owners = _class_folder_owners(root, classes)
+    # links into a class folder are not followed (its files are that class's), nor into the root
+    not_followed = frozenset([*owners, _identity(str(root))])
     for label, class_name in enumerate(classes):
-        for directory, files, odd in walk_files(root / class_name):
+        folder = _identity(str(root / class_name))
+        owner = owners.get(folder, class_name)
+        if owner != class_name:
+            skipped.append(Skipped(class_name, f"the same folder as class {owner!r} (a symbolic link): "
+                                               f"its files are listed once, in class {owner!r}"))
+            continue
+        for directory, files, odd in walk_files(root / class_name, exclude=not_followed):
             relative_dir = os.path.relpath(directory, root).replace(os.sep, "/")
             paths.extend(f"{relative_dir}/{name}" for name in files)
             labels.extend([label] * len(files))
             skipped.extend(Skipped(f"{relative_dir}/{name}", reason) for name, reason in odd)
     if not paths:
         raise InvalidArgumentError(f"source folder {str(root)!r} contains no files below its class folders")
+    texts, exact = recorded_paths(paths)
     return Listing(
-        classes=classes,
-        paths=paths,
+        classes=[path_text(name) for name in classes],
+        paths=texts,
         labels=np.asarray(labels, dtype=np.int64),
         loader=FolderLoader(str(root)),
         description={"kind": "folder", "root": str(root), "num_candidates": len(paths)},
-        skipped=skipped,
+        skipped=[item.as_text() for item in skipped],
+        columns={} if exact is None else {PATH_BYTES: exact},
         fingerprint=files_fingerprint(str(root), paths, skipped),
     )
 
 
-def walk_files(top: Path):
+def _class_folder_owners(root: Path, classes: list[str]) -> dict[tuple[int, int], str]:
+    """Each class folder's identity -> the first class that is that folder (links can alias one)."""
+    owners: dict[tuple[int, int], str] = {}
+    for class_name in classes:
+        folder = _identity(str(root / class_name))
+        if folder is not None:
+            owners.setdefault(folder, class_name)
+    return owners
+
+
+def walk_files(top: Path, *, exclude: Container = frozenset()):
     """Yield (directory, sorted regular file names, [(odd name, reason)]) in sorted directory order.
 
     One ``scandir`` per directory and no per-file stat (d_type answers is_file), except for
-    symlinks. Symlinked directories are followed like ``os.walk(followlinks=True)``, but a link
-    back to one of its own ancestors (a loop) is not entered again.
+    symlinks. Symlinked directories are followed, but each directory (st_dev, st_ino) is walked
+    once, so loops and webs of links end: the real tree below ``top`` first, so that a directory in
+    it keeps its real path, then the links it holds (not into those in ``exclude``), each directory
+    by the first path to it in sorted order.
     """
-    found: list[tuple[str, list[str], list[tuple[str, str]]]] = []
-    _walk_into(str(top), frozenset(), found)
+    walked, found, links = set(), [], []
+    _walk([str(top)], walked, found, links=links)
+    _walk(links, walked, found, exclude=exclude)
     found.sort(key=lambda item: item[0])
     yield from found
 
 
-def _walk_into(directory: str, ancestors: frozenset, found: list) -> None:
+def _walk(pending: list[str], walked: set, found: list, *, links: list[str] | None = None,
+          exclude: Container = ()) -> None:
+    """Walk the directories ``pending`` and below, each identity once, in sorted path order (a heap:
+    a child's path sorts after its parent's). With ``links``, symlinked sub-directories are set
+    aside there rather than walked."""
+    heapq.heapify(pending)
+    while pending:
+        directory = heapq.heappop(pending)
+        key = _identity(directory)
+        if key is None or key in walked or key in exclude:
+            continue
+        walked.add(key)
+        files, odd, subdirectories = _scan(directory)
+        found.append((directory, files, odd))
+        for subdirectory, is_link in subdirectories:
+            if is_link and links is not None:
+                links.append(subdirectory)
+            else:
+                heapq.heappush(pending, subdirectory)
+
+
+def _identity(directory: str) -> tuple[int, int] | None:
     try:
         status = os.stat(directory)
     except OSError:
-        return
-    key = (status.st_dev, status.st_ino)
-    if key in ancestors:
-        return
+        return None
+    return status.st_dev, status.st_ino
+
+
+def _scan(directory: str) -> tuple[list[str], list[tuple[str, str]], list[tuple[str, bool]]]:
+    """A directory's regular files and odd entries (sorted), and its sub-directories: (path, is a link)."""
     files, odd, subdirectories = [], [], []
     try:
         with os.scandir(directory) as entries:
             for entry in entries:
                 if entry.is_dir():
-                    subdirectories.append(entry.path)  # hidden folders too, as torchvision walks them
+                    subdirectories.append((entry.path, entry.is_symlink()))  # hidden ones too, as torchvision
                 elif entry.name.startswith("."):
                     continue
                 elif entry.is_file():
@@ -98,9 +158,7 @@ def _walk_into(directory: str, ancestors: frozenset, found: list) -> None:
                     odd.append((entry.name, _why_not_regular(entry)))
     except OSError as error:
         odd.append((".", f"cannot list directory: {error.strerror}"))
-    found.append((directory, sorted(files), sorted(odd)))
-    for subdirectory in subdirectories:
-        _walk_into(subdirectory, ancestors | {key}, found)
+    return sorted(files), sorted(odd), subdirectories
 
 
 def _why_not_regular(entry: os.DirEntry) -> str:

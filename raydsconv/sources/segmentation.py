@@ -18,7 +18,7 @@ import numpy as np
 
 from raydsconv.errors import InvalidArgumentError
 from raydsconv.sources.folder import walk_files
-from raydsconv.sources.listing import Listing, Skipped, files_fingerprint
+from raydsconv.sources.listing import PATH_BYTES, Listing, Skipped, exact_name, files_fingerprint, recorded_paths
 
 # (images, masks) folder names tried in this order when none are given
 KNOWN_LAYOUTS = (("images", "masks"), ("JPEGImages", "SegmentationClass"))
@@ -50,8 +50,8 @@ class SegmentationLoader:
     root: str
 
     def read(self, row: dict) -> tuple[bytes, bytes]:
-        with open(os.path.join(self.root, row["path"]), "rb") as image:
-            with open(os.path.join(self.root, row["mask_path"]), "rb") as mask:
+        with open(os.path.join(self.root, exact_name(row)), "rb") as image:
+            with open(os.path.join(self.root, exact_name(row, "mask_path")), "rb") as mask:
                 return image.read(), mask.read()
 
 
@@ -83,15 +83,18 @@ def list_segmentation_folder(source: SegmentationFolder) -> Listing:
     if not paths:
         raise InvalidArgumentError(f"segmentation folder {str(root)!r} has no image with a mask in "
                                    f"{images_dir}/ and {masks_dir}/")
+    texts, exact = recorded_paths(paths)  # names that are not UTF-8: see raydsconv.sources.listing
+    mask_texts, mask_exact = recorded_paths(mask_paths)
+    columns = {"mask_path": np.asarray(mask_texts, dtype=object), PATH_BYTES: exact, "mask_path_bytes": mask_exact}
     return Listing(
         classes=[str(name) for name in source.classes],
-        paths=paths,
+        paths=texts,
         labels=np.full(len(paths), -1, dtype=np.int64),  # dense: the mask is the label
         loader=SegmentationLoader(str(root)),
         description={"kind": "segmentation_folder", "root": str(root), "images": images_dir, "masks": masks_dir,
                      "split": None if source.split is None else str(source.split), "num_candidates": len(paths)},
-        skipped=sorted(skipped, key=lambda s: s.path),
-        columns={"mask_path": np.asarray(mask_paths, dtype=object)},
+        skipped=sorted((item.as_text() for item in skipped), key=lambda s: s.path),
+        columns={name: values for name, values in columns.items() if values is not None},
         fingerprint=files_fingerprint(str(root), [*paths, *mask_paths], skipped),
     )
 

@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from raydsconv.errors import InvalidArgumentError
+from raydsconv.masks import MaskSpec
 from raydsconv.sources.listing import Listing
 
 
@@ -55,3 +56,43 @@ def list_torch_dataset(dataset: Any, *, dense: bool = False) -> Listing:
                      "num_candidates": count},
         labels_from_items=not dense,
     )
+
+
+def check_masks_untransformed(dataset: Any, mask: MaskSpec) -> None:
+    """Refuse, before any work, a dataset of (image, mask) whose masks are made images: the
+    predecessor's VOC recipe passes ``ResizeAndConvert((256, 256), "RGB")`` as both ``transform``
+    and ``target_transform`` of ``VOCSegmentation``, so every mask comes out an RGB bicubic blend
+    of its classes and every sample would be skipped. Looks at the dataset's ``target_transform``
+    (torchvision datasets keep it, also inside ``transforms``) and at item 0's mask."""
+    for transform in (getattr(dataset, "target_transform", None),
+                      getattr(getattr(dataset, "transforms", None), "target_transform", None)):
+        resize = _resize_and_convert_in(transform)
+        if resize is not None:
+            raise InvalidArgumentError(
+                f"the {type(dataset).__name__}'s target_transform is {resize!r}: it resizes every mask as an image "
+                "(bicubic, blending its classes), so no mask would be a class map; give the dataset neither transform "
+                "nor target_transform: raydsconv resizes each image to shape, and its mask with nearest neighbour")
+    if mask.mode == "RGB":
+        return  # colour-coded masks are RGB images
+    try:
+        first = dataset[0][1]
+    except Exception:  # a bad item 0 is skipped with its reason like any other
+        return
+    if getattr(first, "mode", None) in ("RGB", "RGBA"):
+        raise InvalidArgumentError(
+            f"item 0 of the {type(dataset).__name__} has a mask that is an {first.mode} image, not a class map "
+            f"(mask_mode {mask.mode!r}); if a target_transform converts or resizes the masks, remove it: raydsconv "
+            "resizes masks with nearest neighbour, like their images; for colour-coded masks give mask_mode='RGB'")
+
+
+def _resize_and_convert_in(transform: Any) -> Any:
+    """A ResizeAndConvert that ``transform`` is or composes (torchvision's Compose keeps a list
+    ``transforms``), else None. Known by name, so that the predecessor's own class counts too."""
+    if type(transform).__name__ == "ResizeAndConvert":
+        return transform
+    inner = getattr(transform, "transforms", None)
+    for part in inner if isinstance(inner, (list, tuple)) else ():
+        found = _resize_and_convert_in(part)
+        if found is not None:
+            return found
+    return None
