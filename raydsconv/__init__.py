@@ -36,6 +36,7 @@ _EXPORTS = {
     "ShardedDataset": "raydsconv.reading.dataset",
     "MemmapReader": "raydsconv.reading.dataset",
     "HDF5Reader": "raydsconv.reading.dataset",
+    "Hdf5Reader": "raydsconv.reading.dataset",
     "ParquetReader": "raydsconv.reading.dataset",
     "IpcReader": "raydsconv.reading.dataset",
     "TarReader": "raydsconv.reading.dataset",
@@ -47,10 +48,16 @@ _EXPORTS = {
     "ImageSpec": "raydsconv.images",
     "ResizeAndConvert": "raydsconv.images",
     "Manifest": "raydsconv.manifest",
+    "verify": "raydsconv.verification",
+    "migrate": "raydsconv.migration",
+    "VerifyReport": "raydsconv.verification",
+    "CorruptDatasetError": "raydsconv.errors",
     "RaydsconvError": "raydsconv.errors",
     "InvalidArgumentError": "raydsconv.errors",
     "ManifestError": "raydsconv.errors",
     "ConversionError": "raydsconv.errors",
+    "OutputWriteError": "raydsconv.errors",
+    "ClusterUnreachableError": "raydsconv.errors",
 }
 
 __all__ = sorted(_EXPORTS) + ["__version__"]
@@ -72,9 +79,11 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
         ParquetConverter,
         TarConverter,
     )
-    from raydsconv.errors import ConversionError, InvalidArgumentError, ManifestError, RaydsconvError
+    from raydsconv.errors import ConversionError, CorruptDatasetError, InvalidArgumentError, ManifestError, RaydsconvError
     from raydsconv.images import ImageSpec, ResizeAndConvert
     from raydsconv.manifest import Manifest
+    from raydsconv.migration import migrate
+    from raydsconv.verification import VerifyReport, verify
     from raydsconv.sources.segmentation import SegmentationFolder
     from raydsconv.reading.ray_iteration import read_ray
     from raydsconv.reading.sampler import ShardAwareSampler
@@ -85,6 +94,7 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
         DenseParquetReader,
         DenseTarReader,
         HDF5Reader,
+        Hdf5Reader,
         IpcReader,
         MemmapReader,
         ParquetReader,

@@ -3,7 +3,21 @@
 ``MemmapConverter(input_data, output_path, images_per_file, batch_size, num_workers, shape,
 im_mode).convert()`` runs the Ray pipeline: ``batch_size`` is the number of images prepared per
 call inside a task (any value; it need not divide ``images_per_file``), ``num_workers`` caps the
-number of concurrent tasks. Any other keyword of ``raydsconv.convert`` may be passed too.
+number of concurrent tasks (0, the predecessor's in-process default: one task at a time). Any
+other keyword of ``raydsconv.convert`` may be passed too.
+
+The predecessor's ``dist``, ``rank`` and ``num_replicas`` are accepted. There, ``dist=True`` split
+one conversion over the ranks of a job, each rank writing its share of the files. Here one
+conversion uses every CPU of its Ray cluster, which may span many nodes, so it is run once:
+``dist=False``, or a job of a single rank, converts as always, and ``dist=True`` with more than one
+rank is refused when the converter is made (every rank would otherwise convert the whole dataset).
+The ranks come from ``num_replicas``/``rank``, else from ``torch.distributed`` when a process group
+is initialised, else from torchrun's ``WORLD_SIZE``/``RANK``.
+
+Converters have the predecessor's attributes: ``len`` (alias ``length``), ``images_per_file``,
+``total_num_arrays`` (alias ``num_arrays``), ``len_last_array``, ``shape``, ``im_mode``,
+``class_to_idx``. After ``convert()`` they describe the dataset written (``report`` holds the
+ConversionReport); before, the candidates the source lists (listed once, when first asked).
 
 The ``Dense*`` converters take segmentation data (a folder of images/ and masks/, or a torch
 Dataset of (image, mask)): ``convert(..., dense=True)``.
@@ -15,9 +29,12 @@ A new format is added by writing its ShardWriter/ShardReader and registering it 
 from __future__ import annotations
 
 import os
+import sys
 from typing import Any, ClassVar
 
 from raydsconv.conversion import ConversionReport, convert
+from raydsconv.errors import InvalidArgumentError
+from raydsconv.predecessor import ShardCounts
 
 
 class _Converter:
@@ -25,17 +42,75 @@ class _Converter:
     dense: ClassVar[bool] = False
 
     def __init__(self, input_data: Any, output_path: str | os.PathLike, images_per_file: int = 1000,
-                 batch_size: int = 32, num_workers: int | None = None, **options: Any):
+                 batch_size: int = 32, num_workers: int | None = None, *, dist: bool = False,
+                 rank: int | None = None, num_replicas: int | None = None, **options: Any):
         self.input_data = input_data
         self.output_path = output_path
         self.images_per_file = images_per_file
         self.batch_size = batch_size
         self.num_workers = num_workers
+        self.dist = dist
+        self.rank, self.num_replicas = _single_rank(rank, num_replicas) if dist else (rank, num_replicas)
         self.options = options
+        self.report: ConversionReport | None = None
+        self._listed: tuple[ShardCounts, list[str]] | None = None
 
     def convert(self) -> ConversionReport:
-        return convert(self.input_data, self.output_path, format=self.format, images_per_file=self.images_per_file,
-                       batch_size=self.batch_size, num_workers=self.num_workers, **{"dense": self.dense, **self.options})
+        self.report = convert(self.input_data, self.output_path, format=self.format,
+                              images_per_file=self.images_per_file, batch_size=self.batch_size,
+                              num_workers=self.num_workers, **{"dense": self.dense, **self.options})
+        return self.report
+
+    # The predecessor's attributes (see raydsconv.predecessor)
+    @property
+    def len(self) -> int:
+        return self._shards_and_classes()[0].num_samples
+
+    length = len  # the predecessor converter's name
+
+    @property
+    def total_num_arrays(self) -> int:
+        return self._shards_and_classes()[0].total_num_arrays
+
+    num_arrays = total_num_arrays  # the predecessor converter's name
+
+    @property
+    def len_last_array(self) -> int:
+        return self._shards_and_classes()[0].len_last_array
+
+    @property
+    def class_to_idx(self) -> dict[str, int]:
+        return {name: i for i, name in enumerate(self._shards_and_classes()[1])}
+
+    def _shards_and_classes(self) -> tuple[ShardCounts, list[str]]:
+        """The written dataset's after convert(); before, those of the candidates the source lists."""
+        if self.report is not None:
+            return ShardCounts.of_manifest(self.report.manifest), self.report.manifest.classes
+        if self._listed is None:
+            from raydsconv.sources import list_source
+
+            listing = list_source(self.input_data, root_in_archive=self.options.get("root_in_archive"),
+                                  dense=self.dense)
+            self._listed = ShardCounts.planned(len(listing), self.images_per_file), listing.classes
+        return self._listed
+
+
+def _single_rank(rank: int | None, num_replicas: int | None) -> tuple[int, int]:
+    """The rank and number of ranks of a ``dist=True`` converter, which must be one rank (see above)."""
+    distributed = sys.modules.get("torch.distributed")  # imported by whoever set up a process group
+    initialised = distributed is not None and distributed.is_available() and distributed.is_initialized()
+    if num_replicas is None:
+        num_replicas = distributed.get_world_size() if initialised else int(os.environ.get("WORLD_SIZE", "1"))
+    if rank is None:
+        rank = distributed.get_rank() if initialised else int(os.environ.get("RANK", "0"))
+    if num_replicas > 1:
+        raise InvalidArgumentError(
+            f"dist=True with {num_replicas} ranks: raydsconv does not split a conversion over ranks, one conversion uses "
+            "every node of its Ray cluster; run it once (one process, not one per rank) on a Ray cluster spanning your "
+            "nodes, e.g. sbatch --nodes=N jobs/slurm/convert.sbatch SRC DST ..., or pass dist=False")
+    if rank != 0:
+        raise InvalidArgumentError(f"rank {rank} of {num_replicas} ranks: a single-rank conversion is rank 0 of 1")
+    return rank, num_replicas
 
 
 class ConverterFixedSize(_Converter):

@@ -387,9 +387,18 @@ class ResizeAndConvert:
 
     Uses exactly the rules of the converters (orientation, alpha, 16-bit, resize policy), so a
     torch Dataset wrapped with it converts to the same pixels as a folder of the same images.
+    ``shape=`` is the predecessor's name for ``size`` (also height first here). It is for images
+    only: masks must not go through it (their classes would be blended); the converters resize
+    masks themselves, with nearest neighbour.
     """
 
-    def __init__(self, size: tuple[int, int], mode: str = "RGB", resize: str = "stretch", **options: Any):
+    def __init__(self, size: tuple[int, int] | None = None, mode: str = "RGB", resize: str = "stretch", *,
+                 shape: tuple[int, int] | None = None, **options: Any):
+        if size is not None and shape is not None and tuple(size) != tuple(shape):
+            raise InvalidArgumentError(f"ResizeAndConvert got size={size!r} and shape={shape!r}; give one of them")
+        size = size if size is not None else shape
+        if size is None:
+            raise InvalidArgumentError("ResizeAndConvert needs size=(height, width) (or the predecessor's shape=)")
         self.spec = ImageSpec(shape=tuple(size), mode=mode, resize=resize, **options)
 
     def __call__(self, image: Image.Image) -> Image.Image:

@@ -172,8 +172,8 @@ def check_arguments(
     _check_positive("images_per_file", images_per_file)
     _check_positive("batch_size", batch_size)
     _check_positive("max_pixels", max_pixels)
-    if num_workers is not None:
-        _check_positive("num_workers", num_workers)
+    if num_workers is not None:  # 0: in-process loading for a DataLoader; convert() runs one task at a time
+        _check_positive("num_workers", num_workers, zero_ok=True)
     if validation not in VALIDATIONS:
         raise InvalidArgumentError(f"validation must be one of {', '.join(VALIDATIONS)}, got {validation!r}")
     fixed = [fmt for fmt in formats if fmt.fixed_size]
@@ -202,6 +202,6 @@ def _formats(format: str | Sequence[str]) -> list[Format]:
     return [get_format(name) for name in names]
 
 
-def _check_positive(name: str, value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
-        raise InvalidArgumentError(f"{name} must be a positive integer, got {value!r}")
+def _check_positive(name: str, value: Any, *, zero_ok: bool = False) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < (0 if zero_ok else 1):
+        raise InvalidArgumentError(f"{name} must be a {'non-negative' if zero_ok else 'positive'} integer, got {value!r}")
