@@ -113,11 +113,16 @@ def index_problems(root: Path, manifest: Manifest, *, contents: bool) -> list[Pr
     return problems
 
 
+def labels_outside(labels: np.ndarray, num_classes: int) -> np.ndarray:
+    """Positions of the labels outside 0 .. num_classes-1 (none when the class count is not known)."""
+    if not num_classes or not len(labels):
+        return np.zeros(0, dtype=np.int64)
+    return np.flatnonzero((labels < 0) | (labels >= num_classes))
+
+
 def label_problems(file: str, labels: np.ndarray, num_classes: int, first_sample: int = 0) -> list[Problem]:
     """Labels outside 0 .. num_classes-1 (unchecked when the class count is not known)."""
-    if not num_classes or not len(labels):
-        return []
-    bad = np.flatnonzero((labels < 0) | (labels >= num_classes))
+    bad = labels_outside(labels, num_classes)
     if not len(bad):
         return []
     return [Problem(file, f"label {int(labels[bad[0]])} is outside 0..{num_classes - 1} "

@@ -9,7 +9,6 @@ record does: a re-run keeps it if its files still check out, and redoes it other
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from dataclasses import dataclass, field
@@ -20,6 +19,7 @@ import numpy as np
 
 from raydsconv.errors import ConversionError, writing
 from raydsconv.formats import Format
+from raydsconv.formats.base import file_sha256
 from raydsconv.isolation import IsolatedPreparation
 from raydsconv.layout import record_name, write_atomically
 from raydsconv.lock import still_held
@@ -111,15 +111,9 @@ def file_checks_out(root: Path, shard_file: ShardFile) -> bool:
     """The file is there with its recorded size and sha256."""
     path = root / shard_file.name
     try:
-        if path.stat().st_size != shard_file.bytes:
-            return False
-        digest = hashlib.sha256()
-        with open(path, "rb") as file:
-            while chunk := file.read(1 << 22):
-                digest.update(chunk)
+        return path.stat().st_size == shard_file.bytes and file_sha256(path) == shard_file.sha256
     except OSError:
         return False
-    return digest.hexdigest() == shard_file.sha256
 
 
 @dataclass(frozen=True)

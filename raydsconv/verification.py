@@ -14,7 +14,6 @@ Neither torch nor Ray is imported.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import time
@@ -27,10 +26,10 @@ import numpy as np
 
 from raydsconv.checks import Problem, file_problems, format_problems, index_problems, label_problems
 from raydsconv.errors import CorruptDatasetError, ManifestError
+from raydsconv.formats.base import file_sha256
 from raydsconv.layout import FORMATS_NAME, MANIFEST_NAME, WORK_DIR
 from raydsconv.manifest import Manifest, ShardFile, load_manifest
 
-HASH_CHUNK = 1 << 23  # 8 MiB: hashlib releases the GIL for each update, so threads hash files in parallel
 DEEP_ROWS = 256  # rows read per call when decoding a shard
 
 
@@ -165,16 +164,10 @@ def _hash_problem(shard_file: ShardFile, digest: str | None) -> Problem:
 
 
 def _sha256(path: Path) -> str | None:
-    digest = hashlib.sha256()
-    buffer = bytearray(HASH_CHUNK)
-    view = memoryview(buffer)
     try:
-        with open(path, "rb", buffering=0) as file:
-            while count := file.readinto(buffer):
-                digest.update(view[:count])
+        return file_sha256(path)
     except OSError:
         return None
-    return digest.hexdigest()
 
 
 def _shard_problems(report: VerifyReport, root: Path, manifest: Manifest, fmt: Any, damaged: set[str],

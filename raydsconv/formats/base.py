@@ -20,6 +20,20 @@ from raydsconv.layout import partial_path, shard_file_name
 from raydsconv.manifest import Manifest, Shard, ShardFile
 
 
+HASH_CHUNK = 1 << 23  # 8 MiB: hashlib releases the GIL for each update, so threads hash files in parallel
+
+
+def file_sha256(path: Path) -> str:
+    """The sha256 of a file's contents, read in large chunks (raises OSError)."""
+    digest = hashlib.sha256()
+    buffer = bytearray(HASH_CHUNK)
+    view = memoryview(buffer)
+    with open(path, "rb", buffering=0) as file:
+        while count := file.readinto(buffer):
+            digest.update(view[:count])
+    return digest.hexdigest()
+
+
 class OutputFile:
     """One file of a shard being written: a temporary name, hashed as it is written, renamed into place
     by ``commit``, removed by ``abort``. Formats write through it (it is a binary, write-only file
@@ -90,15 +104,12 @@ class OutputFile:
         """Close, rename to the final name, and describe the file (size and sha256)."""
         self.close()
         with writing(self.final):
-            if not self._hashed:  # written by a library through its path, or patched: hash what is there
-                self._digest = hashlib.sha256()
-                with open(self.path, "rb") as file:
-                    while chunk := file.read(1 << 22):
-                        self._digest.update(chunk)
-                self.size = os.path.getsize(self.path)
+            if self._hashed:
+                sha256 = self._digest.hexdigest()
+            else:  # written by a library through its path, or patched: hash what is there
+                sha256, self.size = file_sha256(self.path), os.path.getsize(self.path)
             os.replace(self.path, self.final)
-        return ShardFile(name=self.final.relative_to(self.root).as_posix(), bytes=self.size,
-                         sha256=self._digest.hexdigest())
+        return ShardFile(name=self.final.relative_to(self.root).as_posix(), bytes=self.size, sha256=sha256)
 
     def abort(self) -> None:
         """Remove the temporary file; never raises for a file that cannot be flushed (a full disk):

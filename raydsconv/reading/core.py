@@ -19,7 +19,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from raydsconv.checks import check_on_open
+from raydsconv.checks import check_on_open, labels_outside
 from raydsconv.errors import CorruptDatasetError, ManifestError
 from raydsconv.formats import Format, ShardReader, get_format
 from raydsconv.formats.base import DEFAULT_MAX_OPEN_SHARDS, OpenShards
@@ -172,7 +172,7 @@ class DatasetReader:
 
     def _check_labels(self, shard: int, labels: np.ndarray, rows: np.ndarray) -> None:
         classes = len(self.manifest.classes)
-        bad = np.flatnonzero((labels < 0) | (labels >= classes)) if classes else []
+        bad = labels_outside(labels, classes)
         if len(bad):
             raise CorruptDatasetError(f"{self.describe(shard, int(rows[bad[0]]))}: label {int(labels[bad[0]])} is "
                                       f"outside 0..{classes - 1}; the file is damaged")
