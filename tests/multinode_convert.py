@@ -46,6 +46,9 @@ try:
         except Exception as error:  # the run may fail with the node, or Ray may retry its tasks elsewhere
             first = f"failed: {type(error).__name__}"
         remover.join(timeout=120)
+        deadline = time.monotonic() + 90  # the GCS marks a killed node dead only after its health checks fail
+        while sum(node["Alive"] for node in ray.nodes()) > 1 and time.monotonic() < deadline:
+            time.sleep(0.5)
         report = convert(source, output, shape=(32, 32), images_per_file=2, progress=False)
         print(json.dumps({"first_run": first, "node_removed": not remover.is_alive(),
                           "already_complete": report.already_complete, "resumed_shards": report.resumed_shards,
