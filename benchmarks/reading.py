@@ -8,6 +8,10 @@ All through DataLoader(batch_size=64, shuffle=True, num_workers=2) over the same
   * predecessor-style: per-item PIL image + torchvision ToTensor (float), default collate;
   * ceiling: a dataset returning one constant uint8 tensor of the same shape (pure transport);
   * ray.data: raydsconv.read_ray(...).iter_torch_batches(batch_size=64).
+Then the same images as a tar dataset (original JPEGs), decoded and augmented with
+torchvision.transforms.v2.RandomResizedCrop(224) on uint8 tensors:
+  * DataLoader: open_dataset(output="tensor", transform=crop), default collate;
+  * ray.data: read_ray (decoding in the read tasks) + map_batches(crop) + iter_torch_batches(64).
 """
 
 from __future__ import annotations
@@ -56,6 +60,27 @@ def ray_rate(path: Path) -> float:
     return count / (time.perf_counter() - started)
 
 
+def crop_batch(batch: dict) -> dict:
+    """RandomResizedCrop(224) of each decoded (H, W, 3) image of a Ray batch, as (3, 224, 224) uint8."""
+    import numpy as np
+    from torchvision.transforms import v2
+
+    crop = v2.RandomResizedCrop(224, antialias=True)
+    images = [crop(torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)) for image in batch["image"]]
+    return {"image": torch.stack(images).numpy(), "label": batch["label"]}
+
+
+def ray_tar_rate(path: Path) -> float:
+    started, count = None, 0
+    dataset = raydsconv.read_ray(path).map_batches(crop_batch, batch_size=64)
+    for batch in dataset.iter_torch_batches(batch_size=64):
+        if started is None:
+            started = time.perf_counter()
+            continue
+        count += len(batch["label"])
+    return count / (time.perf_counter() - started)
+
+
 def main() -> int:
     parser = benchmark_parser(__doc__)
     args = parser.parse_args()
@@ -67,6 +92,12 @@ def main() -> int:
         import ray
 
         ray.shutdown()
+    tar_path = workdir / "read-tar"
+    if not (tar_path / "manifest.json").exists():
+        raydsconv.convert(source, fresh(tar_path), format="tar", images_per_file=500, progress=False)
+        import ray
+
+        ray.shutdown()
     ours = raydsconv.open_dataset(path, output="tensor")
     predecessor = raydsconv.open_dataset(path, transform=transforms.ToTensor())
     rates: dict[str, list[float]] = {"raydsconv uint8 batches": [], "predecessor-style PIL + ToTensor": [],
@@ -75,18 +106,29 @@ def main() -> int:
         rates["raydsconv uint8 batches"].append(epoch_rate(ours, raydsconv.collate))
         rates["predecessor-style PIL + ToTensor"].append(epoch_rate(predecessor))
         rates["constant tensor (ceiling)"].append(epoch_rate(ConstantImages(len(ours))))
+    from torchvision.transforms import v2
+
+    cropped = raydsconv.open_dataset(tar_path, output="tensor", transform=v2.RandomResizedCrop(224, antialias=True))
+    tar_rates: dict[str, list[float]] = {"DataLoader tar decode + crop": [epoch_rate(cropped) for _ in range(args.repeats)]}
     import ray
 
     ray.init(include_dashboard=False, logging_level="WARNING")
     ray.data.DataContext.get_current().enable_progress_bars = False
     rates["ray.data iter_torch_batches"] = [ray_rate(path) for _ in range(args.repeats)]
+    tar_rates["ray.data tar decode + crop"] = [ray_tar_rate(tar_path) for _ in range(args.repeats)]
     ray.shutdown()
-    base = statistics.median(rates["raydsconv uint8 batches"])
     print(f"\n{len(ours)} samples, 224x224 RGB memmap, DataLoader(batch_size=64, shuffle=True, num_workers=2)")
-    print(f"{'path':<36}{'images/s':>10}{'vs ours':>9}")
+    report(rates, "raydsconv uint8 batches")
+    print(f"\n{len(ours)} samples, tar of the original JPEGs, decode + RandomResizedCrop(224)")
+    report(tar_rates, "DataLoader tar decode + crop")
+    return 0
+
+
+def report(rates: dict[str, list[float]], baseline: str) -> None:
+    base = statistics.median(rates[baseline])
+    print(f"{'path':<36}{'images/s':>10}{'ratio':>9}")
     for name, values in rates.items():
         print(f"{name:<36}{statistics.median(values):>10.0f}{statistics.median(values) / base:>9.2f}")
-    return 0
 
 
 if __name__ == "__main__":

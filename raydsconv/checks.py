@@ -15,6 +15,7 @@ import numpy as np
 from raydsconv.errors import CorruptDatasetError, UnsupportedFormatError
 from raydsconv.layout import MANIFEST_NAME
 from raydsconv.manifest import Manifest
+from raydsconv.targets import ClassLabel, target_of
 
 INDEX_COLUMNS = ("label", "shard", "row")  # what readers rely on; the other columns are descriptive
 
@@ -108,7 +109,7 @@ def index_problems(root: Path, manifest: Manifest, *, contents: bool) -> list[Pr
         if len(wrong):
             problems.append(Problem(name, f"column {column!r} disagrees with the manifest's shard counts "
                                           f"({len(wrong)} rows)", sample=int(wrong[0])))
-    if not manifest.params.get("dense"):  # with masks every label is -1 (the mask is the target); classes name mask values
+    if isinstance(target_of(manifest.params), ClassLabel):  # other kinds' labels are -1; their classes name other things
         problems += label_problems(name, table.column("label").to_numpy(), len(manifest.classes))
     return problems
 

@@ -45,7 +45,15 @@ def _parser() -> argparse.ArgumentParser:
                          help="flexible formats: decode every image (full, default) or check headers only")
     convert.add_argument("--root-in-archive", help="tar source: the folder inside the archive holding the classes")
     convert.add_argument("--hdf5-compression", choices=["gzip", "lzf"], help="compress hdf5 shards")
-    convert.add_argument("--dense", action="store_true", help="segmentation: every image has a mask, matched by name")
+    convert.add_argument("--target", choices=["class", "mask", "none"],
+                         help="what each image carries: a class label (class, default: its sub-folder or --labels), "
+                              "a mask (mask, as --dense) or nothing (none: any folder of images, unlabeled)")
+    convert.add_argument("--labels", metavar="TABLE", help="a CSV or Parquet file of (file, class) rows labelling "
+                         "the images of SOURCE, a folder without class sub-folders (e.g. ImageNet's validation set)")
+    convert.add_argument("--label-columns", nargs=2, metavar=("FILE", "LABEL"),
+                         help="with --labels: the table's columns (default: found by name, e.g. path/id and label/class)")
+    convert.add_argument("--dense", action="store_true", help="segmentation: every image has a mask, matched by name "
+                         "(the same as --target mask)")
     convert.add_argument("--split", help="with --dense: a file naming the samples to take, one per line (VOC's "
                          "ImageSets), relative to the working directory or to SOURCE")
     convert.add_argument("--mask-mode", choices=["L", "I;16", "RGB"],
@@ -139,10 +147,13 @@ def _convert(args: argparse.Namespace) -> int:
     from raydsconv.conversion import convert
     from raydsconv.sources import SegmentationFolder
 
+    masks = args.dense or args.target == "mask"
     for option, value in (("--split", args.split), ("--mask-mode", args.mask_mode),
                           ("--mask-pad-value", args.mask_pad_value)):
-        if value is not None and not args.dense:
-            raise InvalidArgumentError(f"{option} needs --dense")
+        if value is not None and not masks:
+            raise InvalidArgumentError(f"{option} needs --target mask (or --dense)")
+    if args.label_columns and not args.labels:
+        raise InvalidArgumentError("--label-columns needs --labels")
     mask_options = {name: value for name, value in (("mask_mode", args.mask_mode),
                                                     ("mask_pad_value", args.mask_pad_value)) if value is not None}
     report = convert(
@@ -163,6 +174,9 @@ def _convert(args: argparse.Namespace) -> int:
         root_in_archive=args.root_in_archive,
         format_options={"hdf5": {"compression": args.hdf5_compression}} if args.hdf5_compression else None,
         progress=not args.no_progress,
+        target=args.target,
+        labels=args.labels,
+        label_columns=tuple(args.label_columns) if args.label_columns else None,
         dense=args.dense,
         **mask_options,
     )
@@ -244,7 +258,9 @@ def _print_info(info: dict) -> None:
     if "shape" in params:
         print(f"  images: {params['shape'][0]}x{params['shape'][1]} (height x width) {params['mode']}, resize={params['resize']}")
     if params.get("dense"):
-        print(f"  dense labels: masks of mode {params['mask_mode']}")
+        print(f"  targets: masks of mode {params['mask_mode']}")
+    elif params.get("target"):
+        print(f"  targets: {params['target']}")
     names = ", ".join(info["classes"][:10]) + (", ..." if len(info["classes"]) > 10 else "")
     print(f"  classes ({len(info['classes'])}): {names}")
     print(f"  source: {info['source'].get('kind')} {info['source'].get('root', '')}")

@@ -26,7 +26,8 @@ from raydsconv.plan import ConversionPlan, SourcePlan, check_arguments
 from raydsconv.prepare import Preparation
 from raydsconv.shards import ShardJob, Target
 from raydsconv.signals import Stopped, stop_on_signals
-from raydsconv.sources import Listing, SegmentationFolder, Skipped, list_source
+from raydsconv.targets import Mask, TargetKind
+from raydsconv.sources import LabelsTable, Listing, SegmentationFolder, Skipped, list_source
 from raydsconv.sources.torch_dataset import check_masks_untransformed
 from raydsconv.workspace import Workspace, check_output_path, open_workspace, remove_temporary_files, work_dir
 
@@ -101,6 +102,9 @@ def convert(
     root_in_archive: str | None = None,
     format_options: dict[str, dict[str, Any]] | None = None,
     progress: bool = True,
+    target: str | TargetKind | None = None,
+    labels: str | os.PathLike | None = None,
+    label_columns: tuple[str, str] | None = None,
     dense: bool = False,
     mask_mode: str = "L",
     mask_pad_value: int = 255,
@@ -110,8 +114,9 @@ def convert(
     Args:
         source: an ImageNet-style folder (one sub-folder per class), an uncompressed tar of one
             (or of one tar per class, as ImageNet's training archive), or a map-style torch Dataset
-            of (image, target) items; with ``dense=True`` a segmentation folder (images/ and
-            masks/, see ``raydsconv.SegmentationFolder``) or a torch Dataset of (image, mask).
+            of (image, target) items; for masks a segmentation folder (images/ and masks/, see
+            ``raydsconv.SegmentationFolder``) or a torch Dataset of (image, mask); for unlabeled
+            images or with ``labels``, a folder of images (any layout below it).
         output: the dataset directory to create. Running the same conversion again resumes an
             unfinished one (keeping the shards it wrote) and does nothing for a finished one; an output
             holding anything else is refused unless ``overwrite``.
@@ -139,7 +144,14 @@ def convert(
         format_options: per format, e.g. ``{"hdf5": {"compression": "gzip"},
             "parquet": {"row_group_size": 8}, "ipc": {"batch_rows": 256}}``.
         progress: show Ray Data's progress bars.
-        dense: every sample has a mask (segmentation) instead of a class label.
+        target: what each sample carries besides its image (``raydsconv.targets``): ``"class"``
+            (default: an int label), ``"mask"`` (segmentation), ``"none"`` (unlabeled images:
+            readers give the image alone), or a TargetKind of your own (docs/extending.md).
+        labels: a CSV or Parquet table of (file, class) rows labelling the files of a folder source
+            (files by relative path, or that path without its extension; classes by name or index).
+        label_columns: the table's (file, class) column names; default: found by name (path/file/
+            id..., label/class/...), or its only two columns.
+        dense: the predecessor's name for ``target="mask"``.
         mask_mode: what a mask holds: ``"L"`` uint8 class indices, ``"I;16"`` uint16 ones, or
             ``"RGB"`` colours (see ``raydsconv.masks``).
         mask_pad_value: fills the masks' letterbox for ``resize="pad"`` (255: the usual ignore index).
@@ -158,7 +170,8 @@ def convert(
                 source, format=format, shape=shape, mode=mode, resize=resize, images_per_file=images_per_file,
                 batch_size=batch_size, num_workers=num_workers, strict=strict, draft=draft, background=background,
                 pad_value=pad_value, max_pixels=max_pixels, validation=validation, root_in_archive=root_in_archive,
-                format_options=format_options, dense=dense, mask_mode=mask_mode, mask_pad_value=mask_pad_value,
+                format_options=format_options, target=target, labels=labels, label_columns=label_columns,
+                dense=dense, mask_mode=mask_mode, mask_pad_value=mask_pad_value,
             )
             if listing.description.get("root"):
                 _check_output_location(output, Path(listing.description["root"]))
@@ -195,19 +208,28 @@ def _interruption(output: Path) -> str:
     return f"interrupted after {written} of {total} shards; run the same command again to resume"
 
 
-def make_plan(source: Any, *, root_in_archive: str | None, strict: bool, dense: bool, **options: Any
-              ) -> tuple[ConversionPlan, Listing]:
+def make_plan(source: Any, *, root_in_archive: str | None, strict: bool, target: str | TargetKind | None = None,
+              labels: str | os.PathLike | None = None, label_columns: tuple[str, str] | None = None,
+              dense: bool = False, **options: Any) -> tuple[ConversionPlan, Listing]:
     """Check every argument, then list the source: the plan, and the candidates it converts."""
-    formats, image, mask = check_arguments(dense=dense or isinstance(source, SegmentationFolder), **options)
-    listing = list_source(source, root_in_archive=root_in_archive, dense=mask is not None)
-    if mask is not None and listing.description.get("kind") == "torch_dataset":
-        check_masks_untransformed(source, mask)  # the predecessor's VOC recipe: every mask made an RGB image
+    if target is None and isinstance(source, SegmentationFolder):
+        target = "mask"
+    formats, image, kind = check_arguments(target=target, dense=dense, **options)
+    table = None
+    if labels is not None:
+        key_column, label_column = label_columns if label_columns is not None else (None, None)
+        table = LabelsTable(os.fspath(labels), key_column, label_column)
+    elif label_columns is not None:
+        raise InvalidArgumentError("label_columns names the columns of a labels table: give labels=TABLE too")
+    listing = list_source(source, root_in_archive=root_in_archive, target=kind, labels=table)
+    if isinstance(kind, Mask) and listing.description.get("kind") == "torch_dataset":
+        check_masks_untransformed(source, kind.spec)  # the predecessor's VOC recipe: every mask made an RGB image
     if strict and listing.skipped:
         first = listing.skipped[0]
         raise ConversionError(f"{first.path}: {first.reason} (strict mode)")
     plan = ConversionPlan(
         source=SourcePlan(listing.description, len(listing), listing.fingerprint),
-        formats=formats, image=image, mask=mask, validation=options["validation"],
+        formats=formats, image=image, target=kind, validation=options["validation"],
         max_pixels=options["max_pixels"], images_per_file=options["images_per_file"],
     )
     return plan, listing
@@ -227,7 +249,7 @@ def _run(plan: ConversionPlan, listing: Listing, workspace: Workspace, stopped: 
         targets=tuple(targets),
         preparation=Preparation(
             plan.image, keep_bytes=any(not fmt.format.fixed_size for fmt in plan.formats), validation=plan.validation,
-            max_pixels=plan.max_pixels, mask=plan.mask,
+            max_pixels=plan.max_pixels, target=plan.target,
             num_classes=len(listing.classes) if listing.labels_from_items and listing.classes else None),
         classes=listing.classes, strict=strict, batch_size=batch_size, records=workspace.records,
         lock=lock.path, token=lock.token,

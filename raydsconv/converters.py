@@ -19,8 +19,8 @@ Converters have the predecessor's attributes: ``len`` (alias ``length``), ``imag
 ``class_to_idx``. After ``convert()`` they describe the dataset written (``report`` holds the
 ConversionReport); before, the candidates the source lists (listed once, when first asked).
 
-The ``Dense*`` converters take segmentation data (a folder of images/ and masks/, or a torch
-Dataset of (image, mask)): ``convert(..., dense=True)``.
+The ``Dense*`` converters, the predecessor's names, are the same converters with ``target="mask"``:
+segmentation data (a folder of images/ and masks/, or a torch Dataset of (image, mask)).
 
 A new format is added by writing its ShardWriter/ShardReader and registering it in
 ``raydsconv.formats.FORMATS``; a converter class for it is one subclass naming the format.
@@ -39,7 +39,7 @@ from raydsconv.predecessor import ShardCounts
 
 class _Converter:
     format: ClassVar[str]
-    dense: ClassVar[bool] = False
+    target: ClassVar[str | None] = None  # the default target kind (see raydsconv.targets)
 
     def __init__(self, input_data: Any, output_path: str | os.PathLike, images_per_file: int = 1000,
                  batch_size: int = 32, num_workers: int | None = None, *, dist: bool = False,
@@ -58,7 +58,7 @@ class _Converter:
     def convert(self) -> ConversionReport:
         self.report = convert(self.input_data, self.output_path, format=self.format,
                               images_per_file=self.images_per_file, batch_size=self.batch_size,
-                              num_workers=self.num_workers, **{"dense": self.dense, **self.options})
+                              num_workers=self.num_workers, **{"target": self.target, **self.options})
         return self.report
 
     # The predecessor's attributes (see raydsconv.predecessor)
@@ -87,10 +87,14 @@ class _Converter:
         if self.report is not None:
             return ShardCounts.of_manifest(self.report.manifest), self.report.manifest.classes
         if self._listed is None:
-            from raydsconv.sources import list_source
+            from raydsconv.sources import LabelsTable, list_source
+            from raydsconv.targets import resolve_target
 
-            listing = list_source(self.input_data, root_in_archive=self.options.get("root_in_archive"),
-                                  dense=self.dense)
+            kind = resolve_target(self.options.get("target", self.target), dense=self.options.get("dense", False))
+            labels = self.options.get("labels")
+            listing = list_source(self.input_data, root_in_archive=self.options.get("root_in_archive"), target=kind,
+                                  labels=LabelsTable(str(labels), *(self.options.get("label_columns") or (None, None)))
+                                  if labels is not None else None)
             self._listed = ShardCounts.planned(len(listing), self.images_per_file), listing.classes
         return self._listed
 
@@ -158,20 +162,20 @@ class TarConverter(ConverterFlexibleSize):
 
 
 class DenseMemmapConverter(MemmapConverter):
-    dense = True
+    target = "mask"
 
 
 class DenseHDF5Converter(HDF5Converter):
-    dense = True
+    target = "mask"
 
 
 class DenseParquetConverter(ParquetConverter):
-    dense = True
+    target = "mask"
 
 
 class DenseIpcConverter(IpcConverter):
-    dense = True
+    target = "mask"
 
 
 class DenseTarConverter(TarConverter):
-    dense = True
+    target = "mask"

@@ -18,6 +18,7 @@ from raydsconv.errors import InvalidArgumentError, ManifestError
 from raydsconv.formats import Format, get_format
 from raydsconv.images import VALIDATIONS, ImageSpec
 from raydsconv.masks import MaskSpec
+from raydsconv.targets import TARGETS, ClassLabel, Mask, TargetKind, resolve_target
 
 PLAN_VERSION = 1
 
@@ -51,7 +52,7 @@ class ConversionPlan:
     source: SourcePlan
     formats: tuple[FormatPlan, ...]
     image: ImageSpec | None  # None: no fixed-size format
-    mask: MaskSpec | None  # None: class labels; else every sample has a mask
+    target: TargetKind  # what each sample carries besides its image
     validation: str  # how flexible-size formats check the bytes they keep
     max_pixels: int  # larger images are skipped
     images_per_file: int
@@ -78,23 +79,26 @@ class ConversionPlan:
             params = {**spec.to_dict(), "channels": spec.channels, "dtype": "uint8"}
         else:
             params = {"validation": self.validation}
-        if self.mask is not None:
-            params.update(dense=True, mask_mode=self.mask.mode)
-            if fmt.format.fixed_size:
-                params["mask_pad_value"] = self.mask.pad_value
-        return {**params, **fmt.options_dict()}
+        return {**params, **self.target.params(fmt.format.fixed_size), **fmt.options_dict()}
+
+    @property
+    def mask(self) -> MaskSpec | None:
+        return self.target.spec if isinstance(self.target, Mask) else None
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        plan = {
             "version": self.version,
             "source": asdict(self.source),
             "formats": [{"name": fmt.name, "options": fmt.options_dict()} for fmt in self.formats],
             "image": self.image.to_dict() if self.image is not None else None,
-            "mask": asdict(self.mask) if self.mask is not None else None,
+            "mask": asdict(self.mask) if self.mask is not None else None,  # where masks were always recorded
             "validation": self.validation,
             "max_pixels": self.max_pixels,
             "images_per_file": self.images_per_file,
         }
+        if self.target.to_plan():  # other kinds than class and mask (which record nothing more)
+            plan["target"] = self.target.to_plan()
+        return plan
 
     @classmethod
     def from_dict(cls, data: Any, where: str) -> "ConversionPlan":
@@ -103,13 +107,19 @@ class ConversionPlan:
             if data["version"] != PLAN_VERSION:
                 raise ManifestError(f"{where}: plan version {data['version']} is not {PLAN_VERSION}")
             image = data["image"]
+            if data["mask"] is not None:
+                target: TargetKind = Mask(MaskSpec(**data["mask"]))
+            elif "target" in data:
+                target = TARGETS[data["target"]["target"]].from_params(data["target"])
+            else:
+                target = ClassLabel()
             return cls(
                 source=SourcePlan(dict(data["source"]["description"]), int(data["source"]["num_candidates"]),
                                   str(data["source"]["fingerprint"])),
                 formats=tuple(FormatPlan(item["name"], get_format(item["name"]).parse_options(item["options"]))
                               for item in data["formats"]),
                 image=ImageSpec.from_dict(image) if image is not None else None,
-                mask=MaskSpec(**data["mask"]) if data["mask"] is not None else None,
+                target=target,
                 validation=str(data["validation"]),
                 max_pixels=int(data["max_pixels"]),
                 images_per_file=int(data["images_per_file"]),
@@ -163,10 +173,11 @@ def check_arguments(
     batch_size: int,
     num_workers: int | None,
     format_options: dict[str, dict[str, Any]] | None,
+    target: str | TargetKind | None,
     dense: bool,
     mask_mode: str,
     mask_pad_value: int,
-) -> tuple[tuple[FormatPlan, ...], ImageSpec | None, MaskSpec | None]:
+) -> tuple[tuple[FormatPlan, ...], ImageSpec | None, TargetKind]:
     """Every argument that can be checked without the source; raises InvalidArgumentError."""
     formats = _formats(format)
     _check_positive("images_per_file", images_per_file)
@@ -186,13 +197,9 @@ def check_arguments(
     if unknown:
         raise InvalidArgumentError(f"format_options for {', '.join(sorted(unknown))}, which this conversion does not write")
     planned = tuple(FormatPlan(fmt.name, fmt.parse_options(dict(given.get(fmt.name, {})))) for fmt in formats)
-    mask = None
-    if dense:
-        unable = [fmt.name for fmt in formats if fmt.dense_file_roles is None]
-        if unable:
-            raise InvalidArgumentError(f"format {unable[0]!r} cannot store masks (dense labels)")
-        mask = MaskSpec(mask_mode, mask_pad_value)
-    return planned, image, mask
+    kind = resolve_target(target, dense=dense, mask_mode=mask_mode, mask_pad_value=mask_pad_value)
+    kind.check_formats(formats)
+    return planned, image, kind
 
 
 def _formats(format: str | Sequence[str]) -> list[Format]:

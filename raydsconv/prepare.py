@@ -1,10 +1,10 @@
 """Reading and preparing candidates inside a worker: decode/resize for fixed-size formats, byte
-checks for flexible ones, and each sample's target (class or mask). Ray-free; bad inputs are marked
-(``ok=False`` and a reason), never raised."""
+checks for flexible ones, and each sample's target fields (its target kind's ``prepare``). Ray-free;
+bad inputs are marked (``ok=False`` and a reason), never raised."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -15,14 +15,13 @@ from raydsconv.images import (
     ImageInfo,
     ImageSpec,
     as_pil_image,
-    class_index,
     encode_png,
     inspect_image,
     oriented,
     prepare_image,
     prepare_pil_image,
 )
-from raydsconv.masks import MaskSpec, check_mask_size, encode_mask, file_extension, mask_array, prepare_mask
+from raydsconv.targets import ClassLabel, SampleContext, TargetKind, empty_columns
 
 
 @dataclass(frozen=True)
@@ -34,12 +33,18 @@ class Preparation:
     validation: str = "full"
     max_pixels: int = DEFAULT_MAX_PIXELS
     num_classes: int | None = None  # in-memory sources that name their classes: labels must be below
-    mask: MaskSpec | None = None  # dense labels: every sample has a mask
+    target: TargetKind = field(default_factory=ClassLabel)  # what each sample carries besides its image
+
+    def columns(self, count: int) -> dict[str, np.ndarray]:
+        """The target's batch columns for ``count`` samples: its fields for each kind of format written."""
+        fixed = self.target.fields(self.spec.shape) if self.spec is not None else ()
+        flexible = self.target.fields(None) if self.keep_bytes else ()
+        return empty_columns(fixed, count) | empty_columns(flexible, count)
 
 
 def prepare_batch(batch: dict[str, np.ndarray], *, loader: Any, preparation: Preparation) -> dict[str, np.ndarray]:
     """Read and prepare a batch of candidates. Bad inputs are marked (ok=False, reason), not raised."""
-    spec, mask_spec = preparation.spec, preparation.mask
+    spec = preparation.spec
     count = len(batch["path"])
     columns: dict[str, np.ndarray] = {
         "label": np.array(batch["label"], dtype=np.int64),
@@ -52,13 +57,9 @@ def prepare_batch(batch: dict[str, np.ndarray], *, loader: Any, preparation: Pre
     }
     if spec is not None:
         columns["image"] = np.zeros((count, *spec.array_shape), dtype=np.uint8)
-        if mask_spec is not None:
-            columns["mask"] = np.zeros((count, *mask_spec.array_shape(spec.shape)), dtype=mask_spec.dtype)
     if preparation.keep_bytes:
         columns["data"] = np.full(count, b"", dtype=object)
-        if mask_spec is not None:
-            columns["mask_data"] = np.full(count, b"", dtype=object)
-            columns["mask_extension"] = np.full(count, "", dtype=object)
+    columns |= {name: values for name, values in preparation.columns(count).items() if name not in columns}
     for i in range(count):
         row = {key: values[i] for key, values in batch.items()}
         try:
@@ -77,8 +78,9 @@ def prepare_batch(batch: dict[str, np.ndarray], *, loader: Any, preparation: Pre
 
 def _prepare_item(item: Any, preparation: Preparation, mask_name: str | None = None) -> dict[str, Any]:
     """One sample's prepared values by column. ``item`` is what the loader read: file bytes, or a
-    pair (image, target) whose image is file bytes or in memory and whose target is a class index
-    or, with dense labels, a mask (file bytes or in memory; ``mask_name`` its file, for reasons)."""
+    pair (image, target) whose image is file bytes or in memory and whose target is what the target
+    kind prepares: a class index, a mask (file bytes or in memory; ``mask_name`` its file, for
+    reasons), ..."""
     spec = preparation.spec
     image, target = item if isinstance(item, tuple) else (item, None)
     values: dict[str, Any] = {}
@@ -96,33 +98,15 @@ def _prepare_item(item: Any, preparation: Preparation, mask_name: str | None = N
         if spec is not None:
             values["image"] = prepare_pil_image(picture, spec).pixels
         info = ImageInfo(picture.width, picture.height, "PNG")
-    if preparation.mask is not None:
-        try:
-            values.update(_prepare_mask(target, info, preparation))
-        except BadImage as bad:
-            raise BadImage(f"{bad.reason} ({mask_name})" if mask_name else bad.reason) from None
-    elif target is not None:
-        values["label"] = class_index(target)
-        if preparation.num_classes is not None and values["label"] >= preparation.num_classes:
-            raise BadImage(f"target {values['label']} is not one of the dataset's {preparation.num_classes} classes")
+    context = SampleContext(info.width, info.height, spec, preparation.keep_bytes, preparation.max_pixels,
+                            preparation.num_classes)
+    try:
+        values.update(preparation.target.prepare(target, context))
+    except BadImage as bad:
+        raise BadImage(f"{bad.reason} ({mask_name})" if mask_name else bad.reason) from None
     if preparation.keep_bytes:
         values["data"] = data
     values.update(width=info.width, height=info.height, source_format=info.source_format, extension=info.extension)
-    return values
-
-
-def _prepare_mask(mask: Any, info: ImageInfo, preparation: Preparation) -> dict[str, Any]:
-    """The mask of a sample: resized like its image (fixed), and its bytes (flexible): the original
-    file, or a PNG for a mask in memory."""
-    array = mask_array(mask, preparation.mask, preparation.max_pixels)
-    check_mask_size(array, info.width, info.height)
-    values: dict[str, Any] = {}
-    if preparation.spec is not None:
-        values["mask"] = prepare_mask(array, preparation.spec, preparation.mask)
-    if preparation.keep_bytes:
-        is_file = isinstance(mask, bytes)
-        values["mask_data"] = mask if is_file else encode_mask(array)
-        values["mask_extension"] = file_extension(mask) if is_file else "png"
     return values
 
 

@@ -25,6 +25,7 @@ from raydsconv.layout import record_name, write_atomically
 from raydsconv.lock import still_held
 from raydsconv.manifest import ShardFile
 from raydsconv.prepare import Preparation, prepare_batch
+from raydsconv.targets import make_known
 
 
 @dataclass(frozen=True)
@@ -139,6 +140,7 @@ class ShardJob:
             raise ConversionError(f"{self.lock}: this conversion no longer holds the output's lock; "
                                   f"shard {shard} left to the run that does")
         count = len(rows["candidate"])
+        make_known(self.preparation.target)  # writers find the kind by the name their params record
         progress = _ShardInProgress(shard, self.targets, self.classes, self.strict, expected_rows=count)
         isolation = IsolatedPreparation(loader, self.preparation) if isolated else None
         try:

@@ -9,11 +9,12 @@ Subclass ``FormatConformance`` in a test module and name your (registered) forma
         format_name = "npz"
 
 pytest then converts generated photo-like images (and, if the format can store masks, a
-segmentation set) into your format and checks: exact labels and pixels (fixed-size formats: what
+segmentation set, and unlabeled images) into your format and checks: exact labels and pixels (fixed-size formats: what
 raydsconv prepared; flexible ones: the source bytes) read back in order and at random, the manifest's
 files with their sizes and sha256, the index, ``raydsconv.verify`` on a clean and a damaged copy, a
-DataLoader with two workers, and byte-identical output whatever the parallelism. Tests a format
-cannot pass by design are skipped with the reason (a format without masks skips the mask test).
+DataLoader with two workers, byte-identical output whatever the parallelism, masks and unlabeled
+images. Tests a format cannot pass by design are skipped with the reason (a format whose
+``Format.targets`` leaves out masks skips the mask test).
 
 Conversion needs Ray: start it yourself (``ray.init(...)``) in a session fixture to choose its size,
 or let the first conversion start an embedded one.
@@ -126,7 +127,8 @@ class FormatConformance:
         assert shards[0] == shards[1]
 
     def test_masks_round_trip(self, format, tmp_path):
-        if get_format(format).dense_file_roles is None:
+        stores = get_format(format).targets
+        if stores is not None and "mask" not in stores:
             pytest.skip(f"format {format!r} cannot store masks")
         source = tmp_path / "seg"
         write_segmentation_folder(source, num_images=5, sizes=((48, 36),))
@@ -140,3 +142,21 @@ class FormatConformance:
             mask = np.asarray(dataset[index][1])
             name = Path(dataset.source_path(index)).stem
             assert np.array_equal(mask, np.asarray(Image.open(source / "masks" / f"{name}.png"))), f"sample {index}: mask"
+
+    def test_unlabeled_images_round_trip(self, format, source, tmp_path):
+        stores = get_format(format).targets
+        if stores is not None and "none" not in stores:
+            pytest.skip(f"format {format!r} cannot store unlabeled images")
+        output = tmp_path / "unlabeled"
+        convert(source, output, format=format, shape=self.shape, target="none", images_per_file=self.images_per_file,
+                progress=False)
+        dataset = open_dataset(output, output="numpy")
+        paths = sorted(path.relative_to(source).as_posix() for path in source.rglob("*") if path.is_file())
+        assert sorted(dataset.source_path(i) for i in range(len(dataset))) == paths
+        for index in range(len(dataset)):
+            image = dataset[index]  # the image alone
+            data = (source / dataset.source_path(index)).read_bytes()
+            if self.fixed_size(format):
+                assert np.array_equal(image, prepare_image(data, ImageSpec(shape=self.shape)).pixels), f"sample {index}"
+            else:
+                assert dataset.read_bytes(index) == data, f"sample {index}: stored bytes differ from the source"

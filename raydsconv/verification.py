@@ -213,14 +213,16 @@ def _shard_problems(report: VerifyReport, root: Path, manifest: Manifest, fmt: A
 def _decode_problems(reader: Any, manifest: Manifest, shard: int, first: int, name: str) -> tuple[list[Problem], int]:
     """Read every row of the shard and decode what is stored encoded (images, masks)."""
     from raydsconv.images import decode_rgb
-    from raydsconv.masks import MaskSpec, mask_array
+    from raydsconv.masks import mask_array
+    from raydsconv.targets import Mask
 
     count = manifest.shards[shard].num_samples
-    spec = MaskSpec(manifest.params["mask_mode"]) if reader.dense else None
+    spec = reader.target.spec if isinstance(reader.target, Mask) else None
     for start in range(0, count, DEEP_ROWS):
         rows = np.arange(start, min(start + DEEP_ROWS, count))
         try:
-            images, targets = reader.read_rows(shard, rows)
+            images, fields = reader.read_rows(shard, rows)
+            targets = fields["mask"] if spec is not None else [None] * len(rows)
         except Exception as error:
             return [Problem(name, f"rows {rows[0]}..{rows[-1]} cannot be read ({type(error).__name__}: {error})",
                             sample=first + int(rows[0]))], int(start)

@@ -22,7 +22,6 @@ from raydsconv import (
     DenseMemmapReader,
     DenseTarReader,
     InvalidArgumentError,
-    ManifestError,
     MemmapReader,
     SegmentationFolder,
     collate,
@@ -326,10 +325,10 @@ def test_readers_apply_transform_target_transform_and_joint_transforms(dense_con
     assert pil_mask.mode == "L" and np.array_equal(np.asarray(pil_mask), mask.numpy())
 
 
-def test_dense_and_class_readers_refuse_each_others_data(seg_folder, small_folder, tmp_path):
+def test_dense_reader_names_are_the_readers_of_every_target_kind(seg_folder, small_folder, tmp_path):
     convert(small_folder, tmp_path / "classes", format="memmap", shape=(8, 8), progress=False)
-    with pytest.raises(ManifestError, match="holds class labels, not masks; use MemmapReader"):
-        DenseMemmapReader(tmp_path / "classes")
+    assert DenseMemmapReader is MemmapReader
+    assert isinstance(DenseMemmapReader(tmp_path / "classes")[0][1], int)  # the dataset's kind decides
     convert(seg_folder, tmp_path / "masks", format="memmap", shape=(8, 8), dense=True, progress=False)
     assert MemmapReader(tmp_path / "masks", output="numpy")[0][1].shape == (8, 8)  # the plain reader gives masks too
 
@@ -340,7 +339,7 @@ def test_bad_dense_requests_fail_clearly(seg_folder, small_folder, tmp_path):
     with pytest.raises(InvalidArgumentError, match="lacks images/ and masks/ or JPEGImages/ and SegmentationClass/"):
         convert(small_folder, tmp_path / "a", format="memmap", shape=(8, 8), dense=True, progress=False)
     archive = write_tar_of_tars(seg_folder, tmp_path / "seg.tar")
-    with pytest.raises(InvalidArgumentError, match="dense labels from a tar archive are not supported"):
+    with pytest.raises(InvalidArgumentError, match="targets of kind 'mask' are not supported from a tar archive"):
         convert(archive, tmp_path / "b", format="tar", dense=True, progress=False)
     with pytest.raises(InvalidArgumentError, match="unknown mask_mode 'P'"):
         convert(seg_folder, tmp_path / "c", format="tar", dense=True, mask_mode="P", progress=False)
@@ -401,13 +400,13 @@ def test_cli_converts_a_voc_split(voc_root, tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     assert "converted 5 of 5 inputs" in done.stdout
     info = subprocess.run([*cli, "info", str(tmp_path / "ds")], capture_output=True, text=True, timeout=60)
-    assert "dense labels: masks of mode L" in info.stdout
+    assert "targets: masks of mode L" in info.stdout
     names = (voc_folder / "ImageSets/Segmentation/val.txt").read_text().split()
     dataset = DenseTarReader(tmp_path / "ds")
     assert [dataset.source_path(i) for i in range(len(dataset))] == [f"JPEGImages/{n}.jpg" for n in names]
     refused = subprocess.run([*cli, "convert", str(voc_folder), str(tmp_path / "x"), "--split", "val.txt"],
                              capture_output=True, text=True, timeout=60)
-    assert refused.returncode == 2 and "--split needs --dense" in refused.stderr
+    assert refused.returncode == 2 and "--split needs --target mask (or --dense)" in refused.stderr
 
 
 
@@ -506,4 +505,4 @@ def test_predecessor_converter_with_dense_keyword_and_cli_mask_options(seg_folde
     cli = [sys.executable, "-m", "raydsconv.cli", "convert", str(seg_folder), str(tmp_path / "x"), "--format", "tar"]
     for option in (["--mask-mode", "RGB"], ["--mask-pad-value", "0"]):
         refused = subprocess.run([*cli, *option], capture_output=True, text=True, timeout=60)
-        assert refused.returncode == 2 and f"{option[0]} needs --dense" in refused.stderr
+        assert refused.returncode == 2 and f"{option[0]} needs --target mask (or --dense)" in refused.stderr

@@ -31,7 +31,7 @@ def test_the_core_reads_without_torch_or_ray(many_shards):
         "from raydsconv.reading.core import DatasetReader\n"
         f"reader = DatasetReader({str(many_shards)!r})\n"
         "fetched = reader.fetch([5, 0, 3])\n"
-        "print(len(reader), len(fetched.targets), sorted({'torch', 'ray'} & set(sys.modules)))\n"
+        "print(len(reader), len(fetched.fields['label']), sorted({'torch', 'ray'} & set(sys.modules)))\n"
     )
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
     count, fetched, imported = result.stdout.split(maxsplit=2)
@@ -45,7 +45,7 @@ def test_fetch_returns_samples_in_the_order_asked(many_shards):
     fetched = reader.fetch(order)
     for position, index in enumerate(order):
         image, label = dataset[index]
-        assert int(fetched.targets[position]) == label
+        assert int(fetched.fields['label'][position]) == label
         assert np.array_equal(np.asarray(fetched.images[position]), np.asarray(image)) if reader.fixed_size \
             else fetched.images[position] == image
 

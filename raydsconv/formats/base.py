@@ -18,6 +18,7 @@ import numpy as np
 from raydsconv.errors import CorruptDatasetError, InvalidArgumentError, output_error, writing
 from raydsconv.layout import partial_path, shard_file_name
 from raydsconv.manifest import Manifest, Shard, ShardFile
+from raydsconv.targets import Field, TargetKind, stored_fields, target_of
 
 
 HASH_CHUNK = 1 << 23  # 8 MiB: hashlib releases the GIL for each update, so threads hash files in parallel
@@ -127,8 +128,9 @@ class ShardWriter(ABC):
     A batch holds, row-aligned: ``label``, ``candidate`` (global input number), ``path`` (source
     path relative to the source root), ``width``, ``height``, ``source_format``, ``extension``,
     and ``image`` (pixels, fixed-size formats) or ``data`` (the original file bytes, flexible ones).
-    With dense labels (``params["dense"]``) it also holds ``mask`` (fixed: resized like ``image``)
-    or ``mask_data`` and ``mask_extension`` (flexible: the mask file's bytes), and ``label`` is -1.
+    Beside the image a format stores ``self.fields``, the fields of the dataset's target kind
+    (``raydsconv.targets``): an array field is the batch column of its name, an encoded one
+    ``{name}_data`` and ``{name}_extension``. ``label`` is -1 when the kind has no class label.
 
     The base owns the files: a format opens each with ``create`` and writes rows into it; ``close``
     calls ``finish`` (the format's footers) and commits every file, ``abort`` removes them.
@@ -142,6 +144,8 @@ class ShardWriter(ABC):
         self.params = params
         self.classes = classes
         self.expected_rows = expected_rows
+        self.target: TargetKind = target_of(params)
+        self.fields: tuple[Field, ...] = stored_fields(params)
         self.files: dict[str, OutputFile] = {}
 
     def create(self, role: str, stem: str, suffix: str, *, streamed: bool = True) -> OutputFile:
@@ -223,7 +227,8 @@ class ShardReader(ABC):
     def __init__(self, root: Path, manifest: Manifest):
         self.root = Path(root)
         self.manifest = manifest
-        self.dense = bool(manifest.params.get("dense"))
+        self.target: TargetKind = target_of(manifest.params)
+        self.fields: tuple[Field, ...] = stored_fields(manifest.params)
         self.open_shards = OpenShards()  # the reading core sets its own limit
 
     def close(self) -> None:
@@ -252,26 +257,30 @@ class ShardReader(ABC):
         this for every shard. A format without checks of its own returns None."""
         return None
 
-    @abstractmethod
-    def read(self, shard: int, row: int) -> tuple[Any, Any]:
-        """Return (image, target): the image as pixels (fixed-size formats) or encoded bytes (flexible
-        ones); the target a label, or with dense labels the mask as pixels or encoded bytes."""
+    def class_field(self) -> Field | None:
+        """The field holding class labels (the index's ``label`` column too), if the kind has one."""
+        return next((item for item in self.fields if item.indexed), None)
 
-    def read_rows(self, shard: int, rows: np.ndarray) -> tuple[Any, Any]:
+    @abstractmethod
+    def read(self, shard: int, row: int) -> tuple[Any, dict[str, Any]]:
+        """Return (image, fields): the image as pixels (fixed-size formats) or encoded bytes (flexible
+        ones); each field's value by name (an array field's value, an encoded field's bytes)."""
+
+    def read_rows(self, shard: int, rows: np.ndarray) -> tuple[Any, dict[str, Any]]:
         """Several rows of one shard, ``rows`` sorted: images stacked into one array for fixed-size
         formats (formats override this to read contiguous runs at once), a list of bytes for
-        flexible ones; targets as an array of labels, or the masks as images are."""
+        flexible ones; each field's values as one array, or a list of bytes for encoded fields."""
         samples = [self.read(shard, int(row)) for row in rows]
-        return _collected([image for image, _ in samples]), _collected([target for _, target in samples])
+        images = [image for image, _ in samples]
+        return (np.stack(images) if images and isinstance(images[0], np.ndarray) else images,
+                {item.name: collected([values[item.name] for _, values in samples], item) for item in self.fields})
 
 
-def _collected(values: list[Any]) -> Any:
-    """Per-row values as read_rows returns them: arrays stacked, bytes as a list, labels an array."""
-    if values and isinstance(values[0], np.ndarray):
-        return np.stack(values)
-    if values and isinstance(values[0], bytes):
+def collected(values: list[Any], field: Field) -> Any:
+    """One field's per-row values as read_rows returns them: an array, or for encoded fields a list."""
+    if field.encoded:
         return values
-    return np.asarray(values, dtype=np.int64)
+    return np.asarray(values, dtype=field.dtype).reshape(len(values), *field.shape)
 
 
 def contiguous_runs(rows: np.ndarray) -> list[tuple[int, int]]:
@@ -287,7 +296,8 @@ class Format:
     writer: type[ShardWriter]
     reader: type[ShardReader]
     file_roles: tuple[str, ...]  # the files every shard has, by role
-    dense_file_roles: tuple[str, ...] | None = None  # the same with dense labels; None: no masks
+    field_files: bool = False  # each target field in a file of its own too, role = its stored_name
+    targets: tuple[str, ...] | None = None  # the target kinds it can store; None: any
     required_params: tuple[str, ...] = ()
     file_pattern: str = ""  # regex of the names of its shard and dataset-level files (not temporary ones)
     # The format's options: a frozen dataclass whose fields are the options, checked in __post_init__.
@@ -315,4 +325,6 @@ class Format:
 
     def roles(self, params: dict[str, Any]) -> tuple[str, ...]:
         """The files every shard of a dataset with these params has."""
-        return (self.dense_file_roles or ()) if params.get("dense") else self.file_roles
+        if not self.field_files:
+            return self.file_roles
+        return (*self.file_roles, *(item.file_stem for item in stored_fields(params)))

@@ -1,8 +1,9 @@
 """hdf5: per shard, ``images-XXXXX.h5`` with datasets ``images`` (N, H, W[, C]) uint8, chunked one
-image per chunk so a random read touches one chunk, and ``labels`` (N,) int64 — or with dense
-labels ``masks`` (N, H, W[, 3]), chunked like the images. Optional compression (``gzip`` or
-``lzf``). ``dataset.h5`` stitches all shards into one virtual ``images`` and ``labels`` (or
-``masks``) array, so h5py or HDFView users see the whole dataset as one array."""
+image per chunk so a random read touches one chunk, and one dataset per field of the target kind,
+named by its ``stored_name``: class labels ``labels`` (N,) int64, masks ``masks`` (N, H, W[, 3])
+chunked like the images. Optional compression (``gzip`` or ``lzf``). ``dataset.h5`` stitches all
+shards into one virtual ``images`` and ``labels`` (or ``masks``, ...) array, so h5py or HDFView
+users see the whole dataset as one array."""
 
 from __future__ import annotations
 
@@ -16,9 +17,10 @@ import numpy as np
 
 from raydsconv.errors import InvalidArgumentError
 from raydsconv.formats.base import Format, ShardReader, ShardWriter, contiguous_runs
-from raydsconv.formats.memmap import image_row_shape, target_layout
+from raydsconv.formats.memmap import image_row_shape
 from raydsconv.layout import write_atomically
 from raydsconv.manifest import Manifest, Shard
+from raydsconv.targets import stored_fields
 
 VIRTUAL_DATASET = "dataset.h5"
 COMPRESSIONS = (None, "gzip", "lzf")
@@ -48,21 +50,21 @@ class HDF5ShardWriter(ShardWriter):
             "images", shape=(0, *row_shape), maxshape=(None, *row_shape), chunks=(1, *row_shape),
             dtype=np.uint8, compression=params.get("compression"),
         )
-        self.target_role, dtype, target_shape = target_layout(params)
-        self.targets = self.file.create_dataset(
-            self.target_role, shape=(0, *target_shape), maxshape=(None, *target_shape),
-            chunks=(1, *target_shape) if target_shape else (4096,), dtype=dtype,
-            compression=params.get("compression") if target_shape else None,  # labels: tiny, kept plain
-        )
+        self.datasets = {"image": self.images}
+        for item in self.fields:
+            self.datasets[item.name] = self.file.create_dataset(
+                item.file_stem, shape=(0, *item.shape), maxshape=(None, *item.shape),
+                chunks=(1, *item.shape) if item.shape else (4096,), dtype=item.numpy_dtype,
+                compression=params.get("compression") if item.shape else None,  # scalars: tiny, kept plain
+            )
         self.file.attrs["mode"] = params["mode"]
         self.rows = 0
 
     def add(self, batch: dict[str, np.ndarray]) -> None:
         count = len(batch["label"])
-        self.images.resize(self.rows + count, axis=0)
-        self.targets.resize(self.rows + count, axis=0)
-        self.images[self.rows :] = batch["image"]
-        self.targets[self.rows :] = batch["mask"] if self.target_role == "masks" else batch["label"]
+        for column, dataset in self.datasets.items():
+            dataset.resize(self.rows + count, axis=0)
+            dataset[self.rows :] = batch[column]
         self.rows += count
         self.disk.check()  # a full disk: stop at once
 
@@ -131,11 +133,11 @@ class _DiskFile:
 
 
 class HDF5ShardReader(ShardReader):
-    def _shard(self, shard: int) -> tuple[Any, Any, Any]:
-        """(file, images, labels or masks) of a shard, opened on first use, kept while recently used."""
+    def _shard(self, shard: int) -> tuple[Any, Any, dict[str, Any]]:
+        """(file, images, fields by name) of a shard, opened on first use, kept while recently used."""
         return self.open_shards.get(shard, lambda: self._open(shard), close=lambda opened: opened[0].close())
 
-    def _open(self, shard: int) -> tuple[Any, Any, Any]:
+    def _open(self, shard: int) -> tuple[Any, Any, dict[str, Any]]:
         import h5py
 
         try:
@@ -144,16 +146,16 @@ class HDF5ShardReader(ShardReader):
             raise self.corrupt(shard, "images", f"not a readable HDF5 file ({error})") from None
         try:
             self._check_datasets(file, shard)
-            # Dataset lookups cost as much as a small read: keep the handles, and the labels in memory.
-            return file, file["images"], file["masks"] if self.dense else file["labels"][()]
+            # Dataset lookups cost as much as a small read: keep the handles, and scalars (labels) in memory.
+            return file, file["images"], {item.name: file[item.file_stem][()] if not item.shape else file[item.file_stem]
+                                          for item in self.fields}
         except BaseException:
             file.close()
             raise
 
     def _check_datasets(self, file: Any, shard: int) -> None:
-        target_role, target_dtype, target_shape = target_layout(self.manifest.params)
         for name, dtype, row_shape in (("images", np.dtype(np.uint8), image_row_shape(self.manifest.params)),
-                                       (target_role, np.dtype(target_dtype), tuple(target_shape))):
+                                       *((item.file_stem, item.numpy_dtype, item.shape) for item in self.fields)):
             dataset = file.get(name)
             if dataset is None or dataset.dtype != dtype or dataset.shape[1:] != row_shape:
                 found = "nothing" if dataset is None else f"{dataset.dtype}{list(dataset.shape[1:])} rows"
@@ -162,16 +164,18 @@ class HDF5ShardReader(ShardReader):
             self.check_rows(shard, "images", len(dataset), unit=name)
 
     def check(self, shard: int) -> np.ndarray | None:
-        _, _, targets = self._shard(shard)
-        return None if self.dense else targets
+        _, _, fields = self._shard(shard)
+        labels = self.class_field()
+        return None if labels is None else fields[labels.name]
 
-    def read(self, shard: int, row: int) -> tuple[np.ndarray, Any]:
-        _, images, targets = self._shard(shard)
-        return images[row], (targets[row] if self.dense else int(targets[row]))
+    def read(self, shard: int, row: int) -> tuple[np.ndarray, dict[str, Any]]:
+        _, images, fields = self._shard(shard)
+        return images[row], {name: values[row] for name, values in fields.items()}
 
-    def read_rows(self, shard: int, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        _, images, targets = self._shard(shard)
-        return _read_runs(images, rows), (_read_runs(targets, rows) if self.dense else targets[rows])
+    def read_rows(self, shard: int, rows: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        _, images, fields = self._shard(shard)
+        return _read_runs(images, rows), {name: values[rows] if isinstance(values, np.ndarray) else _read_runs(values, rows)
+                                          for name, values in fields.items()}
 
 
 def _read_runs(dataset: Any, rows: np.ndarray) -> np.ndarray:
@@ -189,14 +193,15 @@ def write_virtual_dataset(root: Path, shards: list[Shard], params: dict[str, Any
     import h5py
 
     row_shape = image_row_shape(params)
-    target_role, target_dtype, target_shape = target_layout(params)
+    fields = stored_fields(params)
 
     def write(temporary: Path) -> None:
         disk = _DiskFile(temporary)  # a full disk must not crash the driver (see _DiskFile)
         try:
             with h5py.File(disk, "w", libver="latest") as file:
                 _virtual_dataset(file, "images", np.dtype(np.uint8), row_shape, shards)
-                _virtual_dataset(file, target_role, target_dtype, target_shape, shards)
+                for item in fields:
+                    _virtual_dataset(file, item.file_stem, item.numpy_dtype, item.shape, shards)
         finally:
             disk.close()
         disk.check()
@@ -231,11 +236,12 @@ def check_virtual_dataset(root: Path, manifest: Manifest) -> list[tuple[str, str
     """dataset.h5 maps every shard's rows, in order, with the manifest's shapes."""
     import h5py
 
-    target_role, _, target_shape = target_layout(manifest.params)
+    fields = stored_fields(manifest.params)
     expected_sources = ["./" + shard.files["images"].name for shard in manifest.shards if shard.num_samples]
     try:
         with h5py.File(root / VIRTUAL_DATASET, "r") as file:
-            for name, row_shape in (("images", image_row_shape(manifest.params)), (target_role, tuple(target_shape))):
+            for name, row_shape in (("images", image_row_shape(manifest.params)),
+                                    *((item.file_stem, item.shape) for item in fields)):
                 dataset = file.get(name)
                 if dataset is None or dataset.shape != (manifest.num_samples, *row_shape):
                     found = "nothing" if dataset is None else f"shape {dataset.shape}"
@@ -255,7 +261,6 @@ HDF5 = Format(
     writer=HDF5ShardWriter,
     reader=HDF5ShardReader,
     file_roles=("images",),
-    dense_file_roles=("images",),
     required_params=("shape", "mode", "channels"),
     file_pattern=r"images-\d+\.h5|dataset\.h5",
     options=Hdf5Options,

@@ -12,7 +12,7 @@ import numpy as np
 import pyarrow as pa
 
 from raydsconv.errors import CorruptDatasetError, InvalidArgumentError
-from raydsconv.formats.arrow_table import batch_to_table, row_image_and_target, sample_schema
+from raydsconv.formats.arrow_table import batch_to_table, row_image_and_fields, sample_schema
 from raydsconv.formats.base import Format, ShardReader, ShardWriter
 
 DEFAULT_BATCH_ROWS = 256
@@ -32,13 +32,13 @@ class IpcShardWriter(ShardWriter):
     def __init__(self, root: Path, shard: int, params: dict[str, Any], classes: list[str], *,
                  expected_rows: int | None = None):
         super().__init__(root, shard, params, classes, expected_rows=expected_rows)
-        self.schema = sample_schema(classes, dense=bool(params.get("dense")))
+        self.schema = sample_schema(classes, self.fields)
         self.writer = pa.ipc.new_file(self.create("samples", "samples", ".arrow"), self.schema)
         self.pending: list[pa.Table] = []
         self.pending_rows = 0
 
     def add(self, batch: dict[str, np.ndarray]) -> None:
-        self.pending.append(batch_to_table(batch, self.schema))
+        self.pending.append(batch_to_table(batch, self.schema, self.fields))
         self.pending_rows += len(batch["label"])
         if self.pending_rows >= self.params["batch_rows"]:
             self._flush(final=False)
@@ -91,16 +91,16 @@ class IpcShardReader(ShardReader):
 
     def check(self, shard: int) -> np.ndarray | None:
         reader, _ = self._file(shard)
-        if self.dense:
+        if self.class_field() is None:
             return None
         labels = [reader.get_batch(b).column("label").to_numpy() for b in range(reader.num_record_batches)]
         return np.concatenate(labels) if labels else np.zeros(0, dtype=np.int64)
 
-    def read(self, shard: int, row: int) -> tuple[bytes, int]:
+    def read(self, shard: int, row: int) -> tuple[bytes, dict[str, Any]]:
         reader, ends = self._file(shard)
         index = int(np.searchsorted(ends, row, side="right"))
         start = int(ends[index - 1]) if index else 0
-        return row_image_and_target(reader.get_batch(index), row - start)  # zero-copy view of the map
+        return row_image_and_fields(reader.get_batch(index), row - start, self.fields)  # zero-copy view of the map
 
 
 IPC = Format(
@@ -109,7 +109,6 @@ IPC = Format(
     writer=IpcShardWriter,
     reader=IpcShardReader,
     file_roles=("samples",),
-    dense_file_roles=("samples",),
     file_pattern=r"samples-\d+\.arrow",
     options=IpcOptions,
 )

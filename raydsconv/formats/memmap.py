@@ -1,6 +1,7 @@
 """memmap: per shard, ``images-XXXXX.npy`` (N, H, W, C) uint8 — (N, H, W) for single-channel modes —
-and ``labels-XXXXX.npy`` (N,) int64, or with dense labels ``masks-XXXXX.npy`` (N, H, W[, 3]) of the
-mask dtype (uint8, or uint16 for mask_mode "I;16"). Real .npy files: ``np.load(path, mmap_mode="r")``
+and a file per field of the target kind, ``{stored_name}-XXXXX.npy`` (N, *shape) of its dtype: class
+labels ``labels-XXXXX.npy`` (N,) int64, masks ``masks-XXXXX.npy`` (N, H, W[, 3]) uint8 (uint16 for
+mask_mode "I;16"), nothing for unlabeled images. Real .npy files: ``np.load(path, mmap_mode="r")``
 opens them."""
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ from typing import Any
 import numpy as np
 
 from raydsconv.formats.base import Format, OutputFile, ShardReader, ShardWriter, contiguous_runs
-from raydsconv.masks import MaskSpec
 
 
 class NpyAppender:
@@ -59,29 +59,20 @@ def image_row_shape(params: dict[str, Any]) -> tuple[int, ...]:
     return (height, width) if channels == 1 else (height, width, channels)
 
 
-def target_layout(params: dict[str, Any]) -> tuple[str, np.dtype, tuple[int, ...]]:
-    """What is stored beside each image: (role, dtype, row shape) of the labels or the masks."""
-    if params.get("dense"):
-        spec = MaskSpec(params["mask_mode"], params["mask_pad_value"])
-        return "masks", spec.dtype, spec.array_shape(tuple(params["shape"]))
-    return "labels", np.dtype(np.int64), ()
-
-
 class MemmapShardWriter(ShardWriter):
     def __init__(self, root: Path, shard: int, params: dict[str, Any], classes: list[str], *,
                  expected_rows: int | None = None):
         super().__init__(root, shard, params, classes, expected_rows=expected_rows)
-        self.target_role, dtype, row_shape = target_layout(params)
         rows = expected_rows or 0
-        self.appenders = {
-            "images": NpyAppender(self.create("images", "images", ".npy"), np.uint8, image_row_shape(params), rows),
-            self.target_role: NpyAppender(self.create(self.target_role, self.target_role, ".npy"), dtype, row_shape, rows),
-        }
+        self.appenders = {"image": NpyAppender(self.create("images", "images", ".npy"), np.uint8,
+                                               image_row_shape(params), rows)}
+        for item in self.fields:
+            file = self.create(item.file_stem, item.file_stem, ".npy")
+            self.appenders[item.name] = NpyAppender(file, item.numpy_dtype, item.shape, rows)
 
     def add(self, batch: dict[str, np.ndarray]) -> None:
-        self.appenders["images"].append(batch["image"])
-        targets = batch["mask"] if self.target_role == "masks" else batch["label"]
-        self.appenders[self.target_role].append(targets.astype(self.appenders[self.target_role].dtype, copy=False))
+        for column, appender in self.appenders.items():
+            appender.append(batch[column].astype(appender.dtype, copy=False))
 
     def finish(self) -> None:
         for appender in self.appenders.values():
@@ -93,14 +84,14 @@ class MemmapShardReader(ShardReader):
         return self.open_shards.get((role, shard), lambda: self._open(role, shard))
 
     def _open(self, role: str, shard: int) -> np.ndarray:
-        """A shard's file, memory-mapped read-only (labels read whole: they are small), checked
+        """A shard's file, memory-mapped read-only (scalar fields read whole: they are small), checked
         against the manifest's count, shape and dtype. Closed by dropping it (numpy unmaps it)."""
         path = self.root / self.file_name(shard, role)
+        dtype, row_shape = self._layout(role)
         try:
-            array = np.load(path) if role == "labels" else np.load(path, mmap_mode="r")
+            array = np.load(path) if not row_shape and role != "images" else np.load(path, mmap_mode="r")
         except (OSError, ValueError, EOFError) as error:
             raise self.corrupt(shard, role, f"not a readable .npy file ({error})") from None
-        dtype, row_shape = self._layout(role)
         if array.dtype != dtype or array.shape[1:] != row_shape:
             raise self.corrupt(shard, role, f"holds {array.dtype}{list(array.shape[1:])} rows, the manifest "
                                             f"says {dtype}{list(row_shape)}")
@@ -110,22 +101,23 @@ class MemmapShardReader(ShardReader):
     def _layout(self, role: str) -> tuple[np.dtype, tuple[int, ...]]:
         if role == "images":
             return np.dtype(np.uint8), image_row_shape(self.manifest.params)
-        _, dtype, row_shape = target_layout(self.manifest.params)
-        return np.dtype(dtype), tuple(row_shape)
+        item = next(item for item in self.fields if item.file_stem == role)
+        return item.numpy_dtype, tuple(item.shape)
 
     def check(self, shard: int) -> np.ndarray | None:
         self._array("images", shard)
-        return None if self.dense else self._array("labels", shard)
+        for item in self.fields:
+            self._array(item.file_stem, shard)
+        labels = self.class_field()
+        return None if labels is None else self._array(labels.file_stem, shard)
 
-    def read(self, shard: int, row: int) -> tuple[np.ndarray, Any]:
+    def read(self, shard: int, row: int) -> tuple[np.ndarray, dict[str, Any]]:
         image = np.array(self._array("images", shard)[row])
-        if self.dense:
-            return image, np.array(self._array("masks", shard)[row])
-        return image, int(self._array("labels", shard)[row])
+        return image, {item.name: np.array(self._array(item.file_stem, shard)[row]) for item in self.fields}
 
-    def read_rows(self, shard: int, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        targets = self._array("masks" if self.dense else "labels", shard)
-        return _gather(self._array("images", shard), rows), _gather(targets, rows)
+    def read_rows(self, shard: int, rows: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        return (_gather(self._array("images", shard), rows),
+                {item.name: _gather(self._array(item.file_stem, shard), rows) for item in self.fields})
 
 
 def _gather(array: np.ndarray, rows: np.ndarray) -> np.ndarray:
@@ -143,8 +135,8 @@ MEMMAP = Format(
     kind="fixed",
     writer=MemmapShardWriter,
     reader=MemmapShardReader,
-    file_roles=("images", "labels"),
-    dense_file_roles=("images", "masks"),
+    file_roles=("images",),
+    field_files=True,
     required_params=("shape", "mode", "channels"),
-    file_pattern=r"(images|labels|masks)-\d+\.npy",
+    file_pattern=r"[a-z][a-z0-9_]*-\d{5,}\.npy",  # images, and a file per field (labels, masks, ...)
 )

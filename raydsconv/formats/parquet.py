@@ -14,7 +14,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from raydsconv.errors import CorruptDatasetError, InvalidArgumentError
-from raydsconv.formats.arrow_table import batch_to_table, row_image_and_target, sample_schema
+from raydsconv.formats.arrow_table import batch_to_table, row_image_and_fields, sample_schema
 from raydsconv.formats.base import Format, ShardReader, ShardWriter
 from raydsconv.manifest import Manifest
 
@@ -35,7 +35,7 @@ class ParquetShardWriter(ShardWriter):
     def __init__(self, root: Path, shard: int, params: dict[str, Any], classes: list[str], *,
                  expected_rows: int | None = None):
         super().__init__(root, shard, params, classes, expected_rows=expected_rows)
-        self.schema = sample_schema(classes, dense=bool(params.get("dense")))
+        self.schema = sample_schema(classes, self.fields)
         # Images are already compressed: page compression would cost time and save nothing.
         self.writer = pq.ParquetWriter(self.create("samples", "samples", ".parquet"), self.schema, compression="none",
                                        use_dictionary=["path", "source_format"])
@@ -44,7 +44,7 @@ class ParquetShardWriter(ShardWriter):
 
     def add(self, batch: dict[str, np.ndarray]) -> None:
         # Row groups are cut by row count alone, so the file does not depend on how rows arrive.
-        self.pending.append(batch_to_table(batch, self.schema))
+        self.pending.append(batch_to_table(batch, self.schema, self.fields))
         self.pending_rows += len(batch["label"])
         size = self.params["row_group_size"]
         if self.pending_rows >= size:
@@ -88,20 +88,20 @@ class ParquetShardReader(ShardReader):
 
     def check(self, shard: int) -> np.ndarray | None:
         file, _ = self._file(shard)
-        if self.dense:
+        if self.class_field() is None:
             return None
         try:
             return file.read(columns=["label"]).column("label").to_numpy()
         except Exception as error:
             raise self.corrupt(shard, "samples", f"its labels cannot be read ({error})") from None
 
-    def read(self, shard: int, row: int) -> tuple[bytes, int]:
+    def read(self, shard: int, row: int) -> tuple[bytes, dict[str, Any]]:
         file, ends = self._file(shard)
         group = int(np.searchsorted(ends, row, side="right"))
         if self._cached is None or self._cached[:2] != (shard, group):
-            self._cached = (shard, group, file.read_row_group(group, columns=["image", "mask" if self.dense else "label"]))
+            self._cached = (shard, group, file.read_row_group(group, columns=["image", *(item.name for item in self.fields)]))
         start = int(ends[group - 1]) if group else 0
-        return row_image_and_target(self._cached[2], row - start)
+        return row_image_and_fields(self._cached[2], row - start, self.fields)
 
 
 PARQUET = Format(
@@ -110,7 +110,6 @@ PARQUET = Format(
     writer=ParquetShardWriter,
     reader=ParquetShardReader,
     file_roles=("samples",),
-    dense_file_roles=("samples",),
     file_pattern=r"samples-\d+\.parquet",
     options=ParquetOptions,
 )

@@ -1,13 +1,15 @@
-"""tar: per shard, ``samples-XXXXX.tar`` in the WebDataset layout. Each sample is three adjacent
-members: ``{key}.{ext}`` (the original image bytes, ext from the detected format), ``{key}.cls``
-(the label as text) and ``{key}.json`` (source path, class name, size); with dense labels
-``{key}.mask.{ext}`` (the mask file's bytes) takes the place of ``.cls``. ``key`` is the sample's
-global input number, zero-padded to 9 digits. Members are written deterministically (mtime 0,
-owner root) so the same input gives the same bytes.
+"""tar: per shard, ``samples-XXXXX.tar`` in the WebDataset layout. Each sample is adjacent members:
+``{key}.{ext}`` (the original image bytes, ext from the detected format), a member per field of the
+target kind, and ``{key}.json`` (source path, class name, size). Fields: class labels ``{key}.cls``
+(the label as text), masks ``{key}.mask.{ext}`` (the mask file's bytes), other array fields
+``{key}.{name}.npy``; unlabeled images none. ``key`` is the sample's global input number,
+zero-padded to 9 digits. Members are written deterministically (mtime 0, owner root) so the same
+input gives the same bytes.
 
-The random-access reader never scans a tar: the byte offset and size of each image (and mask)
-member are recorded in the index at write time, and read back with ``os.pread`` (no shared file position,
-so forked DataLoader workers cannot disturb one another)."""
+The random-access reader never scans a tar: the byte offset and size of each image (and field)
+member are recorded in the index at write time (class labels are the index's ``label``), and read
+back with ``os.pread`` (no shared file position, so forked DataLoader workers cannot disturb one
+another)."""
 
 from __future__ import annotations
 
@@ -23,6 +25,7 @@ import numpy as np
 
 from raydsconv.formats.base import Format, ShardReader, ShardWriter
 from raydsconv.manifest import Manifest
+from raydsconv.targets import Field
 
 KEY_DIGITS = 9
 BLOCK = tarfile.BLOCKSIZE  # a member's header, and the unit its data is padded to
@@ -42,10 +45,9 @@ class TarShardWriter(ShardWriter):
         super().__init__(root, shard, params, classes, expected_rows=expected_rows)
         self.tar = tarfile.open(fileobj=self.create("samples", "samples", ".tar"), mode="w",
                                 format=tarfile.USTAR_FORMAT)
-        self.dense = bool(params.get("dense"))
         self.placement: dict[str, list[int]] = {"data_offset": [], "data_size": []}
-        if self.dense:
-            self.placement.update(mask_offset=[], mask_size=[])
+        for item in _placed(self.fields):
+            self.placement.update({f"{item.name}_offset": [], f"{item.name}_size": []})
 
     def _add_member(self, name: str, data: bytes) -> int:
         """Append one member; return the offset of its data in the file."""
@@ -64,16 +66,20 @@ class TarShardWriter(ShardWriter):
 
     def add(self, batch: dict[str, np.ndarray]) -> None:
         for i in range(len(batch["label"])):
-            key, label = sample_key(int(batch["candidate"][i])), int(batch["label"][i])
+            key = sample_key(int(batch["candidate"][i]))
             self._add_placed(f"{key}.{batch['extension'][i]}", batch["data"][i], "data")
-            description = {"path": str(batch["path"][i])}
-            if self.dense:
-                self._add_placed(f"{key}.mask.{batch['mask_extension'][i]}", batch["mask_data"][i], "mask")
-            else:
-                self._add_member(f"{key}.cls", str(label).encode())
-                name = self.classes[label] if label < len(self.classes) else str(label)
-                description.update({"class": name, "label": label})
-            description.update(width=int(batch["width"][i]), height=int(batch["height"][i]))
+            for item in self.fields:
+                value = batch[item.data_column][i]
+                if item.indexed:  # a class label, as WebDataset's .cls: text
+                    self._add_member(f"{key}.{item.member_suffix}", str(int(value)).encode())
+                elif item.encoded:
+                    self._add_placed(f"{key}.{item.member_suffix}.{batch[item.extension_column][i]}", value, item.name)
+                else:
+                    self._add_placed(f"{key}.{item.member_suffix}.npy", _npy_bytes(value, item), item.name)
+            description = {"path": str(batch["path"][i]),
+                           **self.target.describe({item.name: batch[item.data_column][i] for item in self.fields},
+                                                  self.classes),
+                           "width": int(batch["width"][i]), "height": int(batch["height"][i])}
             self._add_member(f"{key}.json", json.dumps(description).encode())
 
     def finish(self) -> None:
@@ -93,7 +99,8 @@ class TarShardReader(ShardReader):
         super().__init__(root, manifest)
         import pyarrow.parquet as pq
 
-        placed = ["data_offset", "data_size", *(["mask_offset", "mask_size"] if self.dense else [])]
+        placed = ["data_offset", "data_size", *(f"{item.name}_{what}" for item in _placed(self.fields)
+                                                 for what in ("offset", "size"))]
         index = pq.read_table(self.root / manifest.index_file, columns=["label", *placed])
         self._index = {name: index.column(name).to_numpy() for name in index.column_names}
         self._starts = np.concatenate([[0], np.cumsum([s.num_samples for s in manifest.shards])])
@@ -127,20 +134,41 @@ class TarShardReader(ShardReader):
         for sample in range(int(self._starts[shard]), int(self._starts[shard + 1])):
             image = walk.next_member(int(self._index["data_offset"][sample]), int(self._index["data_size"][sample]))
             key = image.name.split(".", 1)[0]
-            if self.dense:
-                walk.next_member(int(self._index["mask_offset"][sample]), int(self._index["mask_size"][sample]), key)
-            else:
-                labels.append(walk.label(key))
-                if labels[-1] != int(self._index["label"][sample]):
-                    raise walk.fail(f"member {key}.cls holds label {labels[-1]}, the index {int(self._index['label'][sample])}")
+            for item in self.fields:
+                if item.indexed:
+                    labels.append(walk.label(key))
+                    if labels[-1] != int(self._index["label"][sample]):
+                        raise walk.fail(f"member {key}.{item.member_suffix} holds label {labels[-1]}, "
+                                        f"the index {int(self._index['label'][sample])}")
+                else:
+                    walk.next_member(int(self._index[f"{item.name}_offset"][sample]),
+                                     int(self._index[f"{item.name}_size"][sample]), key)
             walk.next_member(None, None, key)  # the .json
         walk.end(int(self._starts[shard + 1] - self._starts[shard]))
-        return None if self.dense else np.asarray(labels, dtype=np.int64)
+        return None if self.class_field() is None else np.asarray(labels, dtype=np.int64)
 
-    def read(self, shard: int, row: int) -> tuple[bytes, int | bytes]:
+    def read(self, shard: int, row: int) -> tuple[bytes, dict[str, Any]]:
         sample = int(self._starts[shard]) + row
-        target = self._member(shard, sample, "mask") if self.dense else int(self._index["label"][sample])
-        return self._member(shard, sample, "data"), target
+        values: dict[str, Any] = {}
+        for item in self.fields:
+            if item.indexed:
+                values[item.name] = int(self._index["label"][sample])
+            elif item.encoded:
+                values[item.name] = self._member(shard, sample, item.name)
+            else:
+                values[item.name] = np.load(io.BytesIO(self._member(shard, sample, item.name)))
+        return self._member(shard, sample, "data"), values
+
+
+def _placed(fields: tuple[Field, ...]) -> list[Field]:
+    """The fields whose members the index places (class labels are read from the index itself)."""
+    return [item for item in fields if not item.indexed]
+
+
+def _npy_bytes(value: np.ndarray, item: Field) -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, np.asarray(value, dtype=item.dtype).reshape(item.shape), allow_pickle=False)
+    return buffer.getvalue()
 
 
 class _MemberWalk:
@@ -189,6 +217,5 @@ TAR = Format(
     writer=TarShardWriter,
     reader=TarShardReader,
     file_roles=("samples",),
-    dense_file_roles=("samples",),
     file_pattern=r"samples-\d+\.tar",
 )

@@ -25,6 +25,7 @@ from raydsconv.formats import Format, ShardReader, get_format
 from raydsconv.formats.base import DEFAULT_MAX_OPEN_SHARDS, OpenShards
 from raydsconv.layout import FORMATS_NAME
 from raydsconv.manifest import Manifest, load_manifest
+from raydsconv.targets import ClassLabel, Mask, TargetKind, make_known, target_of
 
 
 def dataset_folder(path: str | os.PathLike, format: str | None = None) -> Path:
@@ -46,10 +47,12 @@ def dataset_folder(path: str | os.PathLike, format: str | None = None) -> Path:
 @dataclass
 class Fetched:
     """Samples as stored, in the order asked for: ``images`` one array for fixed-size formats, else
-    a list of encoded files; ``targets`` labels (int64 array), or masks stored as the images are."""
+    a list of encoded files; ``fields`` the target kind's stored fields by name, each one array (class
+    labels int64, masks' pixels, ...) or a list of encoded files (masks of flexible-size formats).
+    The kind (``DatasetReader.target``) makes targets of them."""
 
     images: Any
-    targets: Any
+    fields: dict[str, Any]
 
 
 class DatasetReader:
@@ -74,6 +77,7 @@ class DatasetReader:
 
             verify_dataset(self.root).raise_for_problems()
         self.format: Format = get_format(self.manifest.format)
+        self.target: TargetKind = target_of(self.manifest.params)  # an unknown kind fails here, not in a worker
         OpenShards(max_open_shards)  # refuses a limit below 1 here, not in a worker
         self.max_open_shards = max_open_shards
         # Sample i lives in the shard whose cumulative count first exceeds i.
@@ -94,8 +98,8 @@ class DatasetReader:
 
     @property
     def dense(self) -> bool:
-        """Whether samples have a mask (segmentation) rather than a class label."""
-        return bool(self.manifest.params.get("dense"))
+        """Whether samples have a mask (segmentation), the predecessor's word."""
+        return isinstance(self.target, Mask)
 
     @property
     def mode(self) -> str | None:
@@ -142,6 +146,7 @@ class DatasetReader:
     def shard_reader(self) -> ShardReader:
         """The format's reader of this process (made again after a fork or in a spawned worker)."""
         if self._reader is None or self._reader_pid != os.getpid():
+            make_known(self.target)  # this process may have unpickled the kind without importing its module
             reader = self.format.reader(self.root, self.manifest)
             reader.open_shards = OpenShards(self.max_open_shards)
             self._reader, self._reader_pid = reader, os.getpid()
@@ -152,23 +157,24 @@ class DatasetReader:
         per contiguous run; labels checked against the class count."""
         shards, rows = self.locate(indices)
         images = _Gathered(len(shards))
-        targets = _Gathered(len(shards))
+        fields: dict[str, _Gathered] = {}
         for shard in np.unique(shards):
             positions = np.flatnonzero(shards == shard)
             positions = positions[np.argsort(rows[positions], kind="stable")]
             fetched = self.fetch_rows(int(shard), rows[positions])
             images.put(positions, fetched.images)
-            targets.put(positions, fetched.targets)
-        return Fetched(images.values, targets.values)
+            for name, values in fetched.fields.items():
+                fields.setdefault(name, _Gathered(len(shards))).put(positions, values)
+        return Fetched(images.values, {name: gathered.values for name, gathered in fields.items()})
 
     def fetch_rows(self, shard: int, rows: np.ndarray) -> Fetched:
         """Sorted rows of one shard, as stored."""
         with self.reading(shard, int(rows[0]) if len(rows) else 0):
-            images, targets = self.shard_reader().read_rows(shard, rows)
-        if not self.dense:
-            targets = np.asarray(targets, dtype=np.int64)
-            self._check_labels(shard, targets, rows)
-        return Fetched(images, targets)
+            images, fields = self.shard_reader().read_rows(shard, rows)
+        if isinstance(self.target, ClassLabel):
+            fields["label"] = np.asarray(fields["label"], dtype=np.int64)
+            self._check_labels(shard, fields["label"], rows)
+        return Fetched(images, fields)
 
     def _check_labels(self, shard: int, labels: np.ndarray, rows: np.ndarray) -> None:
         classes = len(self.manifest.classes)

@@ -20,17 +20,18 @@ from torch.utils.data import Dataset
 from raydsconv.errors import InvalidArgumentError, ManifestError
 from raydsconv.formats.base import DEFAULT_MAX_OPEN_SHARDS
 from raydsconv.manifest import Manifest
-from raydsconv.masks import MaskSpec
 from raydsconv.predecessor import ShardCounts
 from raydsconv.reading.core import DatasetReader
 from raydsconv.reading.decoders import DECODERS, Stored, make_decoder
+from raydsconv.targets import Mask, TargetKind
 
 OUTPUTS = tuple(DECODERS)
 
 
 class ShardedDataset(Dataset):
-    """``ds[i] -> (image, label)`` over a dataset written by raydsconv; ``(image, mask)`` for one
-    with dense labels.
+    """``ds[i] -> (image, target)`` over a dataset written by raydsconv, the target as its target kind
+    gives it (``raydsconv.targets``): an int label (``class``), a mask (``mask``), ...; for unlabeled
+    images (``none``) the image alone, so that a DataLoader batches images as it batches tensors.
 
     Args:
         dataset_path: the dataset directory (the one holding ``manifest.json``).
@@ -70,7 +71,6 @@ class ShardedDataset(Dataset):
     """
 
     format_name: ClassVar[str | None] = None  # subclasses pin a format; None accepts any
-    dense_only: ClassVar[bool] = False  # the Dense* readers accept only datasets with masks
 
     def __init__(
         self,
@@ -95,18 +95,18 @@ class ShardedDataset(Dataset):
         if self.format_name is not None and self.manifest.format != self.format_name:
             raise ManifestError(f"{self.reader.root}: holds format {self.manifest.format!r}, not {self.format_name!r}; "
                                 "use raydsconv.open_dataset() to pick the right reader")
-        if self.dense_only and not self.reader.dense:
-            raise ManifestError(f"{self.reader.root}: holds class labels, not masks; use "
-                                f"{type(self).__name__.removeprefix('Dense')} or raydsconv.open_dataset()")
+        if not self.target.returns_target and (target_transform is not None or transforms is not None):
+            raise InvalidArgumentError(f"{self.reader.root}: samples of kind {self.target.name!r} have no target; "
+                                       "give transform, not target_transform or transforms")
         self.transform = transform
         self.target_transform = target_transform
         self.transforms = transforms
         self.output = output
         self.draft = None if draft is None else (int(draft[0]), int(draft[1]))
-        if self.reader.dense and self.draft is not None:
+        if isinstance(self.target, Mask) and self.draft is not None:
             raise InvalidArgumentError("draft is not available for a dataset with masks: the image would come "
                                        "out smaller than its mask")
-        mask_spec = MaskSpec(self.manifest.params["mask_mode"]) if self.reader.dense else None
+        mask_spec = self.target.spec if isinstance(self.target, Mask) else None
         self.decoder = make_decoder(output, Stored(self.reader.fixed_size, self.reader.mode, mask_spec, self.draft),
                                     self.manifest.format)
 
@@ -131,8 +131,13 @@ class ShardedDataset(Dataset):
         return self.reader.mode
 
     @property
+    def target(self) -> TargetKind:
+        """What each sample carries besides its image (``raydsconv.targets``)."""
+        return self.reader.target
+
+    @property
     def dense(self) -> bool:
-        """Whether samples have a mask (segmentation) rather than a class label."""
+        """Whether samples have a mask (segmentation), the predecessor's word."""
         return self.reader.dense
 
     def __len__(self) -> int:
@@ -182,30 +187,42 @@ class ShardedDataset(Dataset):
         """A whole batch in one call (DataLoader uses it): rows read shard by shard, in runs."""
         return self._samples(indices, stack=True)
 
-    def _samples(self, indices: list[int], stack: bool) -> list[tuple[Any, Any]]:
+    def _samples(self, indices: list[int], stack: bool) -> list[Any]:
         fetched = self.reader.fetch(indices)
-        plain = self.transform is None and self.transforms is None and (self.target_transform is None or not self.dense)
-        if stack and isinstance(fetched.images, np.ndarray) and plain:
-            stacked = self.decoder.stacked_images(fetched.images)
-            targets = self.decoder.stacked_masks(fetched.targets) if self.dense else fetched.targets
-            if stacked is not None and targets is not None:
-                return StackedSamples(stacked, targets if self.dense else
-                                      [int(t) if self.target_transform is None else self.target_transform(int(t))
-                                       for t in targets])
+        stacked = self._stacked(fetched) if stack else None
+        if stacked is not None:
+            return stacked
         images = self._decoded(self.decoder.images, fetched.images, indices)
-        targets = (self._decoded(self.decoder.masks, fetched.targets, indices) if self.dense
-                   else [int(label) for label in fetched.targets])
+        if not self.target.returns_target:
+            return [self.transform(image) if self.transform is not None else image for image in images]
+        targets = self._decoded(lambda fields: self.target.targets(fields, self.decoder), fetched.fields, indices)
         return [self._sample(image, target) for image, target in zip(images, targets)]
 
+    def _stacked(self, fetched: Any) -> StackedSamples | None:
+        """The batch as read, one array of images (and of masks), when no transform is in the way."""
+        if not isinstance(fetched.images, np.ndarray) or self.transform is not None or self.transforms is not None:
+            return None
+        images = self.decoder.stacked_images(fetched.images)
+        if images is None or not self.target.returns_target:
+            return None if images is None else StackedSamples(images)
+        targets = self.target.stacked(fetched.fields, self.decoder)
+        if targets is None or (self.target_transform is not None and not isinstance(targets, list)):
+            return None
+        if self.target_transform is not None:  # per target, as the unstacked path does
+            targets = [self.target_transform(target) for target in targets]
+        return StackedSamples(images, targets)
+
     def _decoded(self, decode: Callable[[Any], list[Any]], batch: Any, indices: list[int]) -> list[Any]:
-        """``decode(batch)``; when it fails, the sample to blame is found and named."""
+        """``decode(batch)`` (a batch, or a dict of them); when it fails, the sample to blame is found
+        and named."""
         try:
             return decode(batch)
         except Exception:
             shards, rows = self.reader.locate(indices)
-            for i in range(len(batch)):
+            for i in range(len(indices)):
                 with self.reader.reading(int(shards[i]), int(rows[i])):
-                    decode(batch[i : i + 1])
+                    decode({name: values[i : i + 1] for name, values in batch.items()} if isinstance(batch, dict)
+                           else batch[i : i + 1])
             raise
 
     def _sample(self, image: Any, target: Any) -> tuple[Any, Any]:
@@ -245,20 +262,23 @@ class ShardedDataset(Dataset):
 
 class StackedSamples(list):
     """A batch read into one array: a list of (image, target) like any batch (so the default collate
-    works), which also keeps the arrays so that ``raydsconv.collate`` need not stack them again."""
+    works), or of images alone for unlabeled samples, which also keeps the arrays so that
+    ``raydsconv.collate`` need not stack them again."""
 
-    def __init__(self, images: Any, targets: Any):
-        super().__init__(zip(images, targets))
+    def __init__(self, images: Any, targets: Any = None):
+        super().__init__(images if targets is None else zip(images, targets))
         self.images = images
-        self.targets = targets  # a list of labels, or the masks as one array or tensor
+        self.targets = targets  # a list of labels, the masks as one array or tensor; None: no targets
 
 
-def collate(batch: list[tuple[Any, Any]]) -> Any:
-    """DataLoader ``collate_fn``: a StackedSamples batch as (images, targets) without another copy;
-    anything else as torch's ``default_collate`` does."""
+def collate(batch: list[Any]) -> Any:
+    """DataLoader ``collate_fn``: a StackedSamples batch as (images, targets), or images alone,
+    without another copy; anything else as torch's ``default_collate`` does."""
     from torch.utils.data import default_collate
 
     if isinstance(batch, StackedSamples):
+        if batch.targets is None:
+            return _as_tensor(batch.images)
         return _as_tensor(batch.images), (default_collate(batch.targets) if isinstance(batch.targets, list)
                                           else _as_tensor(batch.targets))
     return default_collate(batch)
@@ -301,40 +321,15 @@ class TarReader(ShardedDataset):
     format_name = "tar"
 
 
-class DenseMemmapReader(MemmapReader):
-    """Reads a ``memmap`` dataset with masks: ``(image, mask)`` (the predecessor's name)."""
+# The predecessor's names for datasets with masks: every reader reads whatever target kind its dataset has.
+DenseMemmapReader = MemmapReader
+DenseHDF5Reader = HDF5Reader
+DenseParquetReader = ParquetReader
+DenseIpcReader = IpcReader
+DenseTarReader = TarReader
 
-    dense_only = True
-
-
-class DenseHDF5Reader(HDF5Reader):
-    """Reads an ``hdf5`` dataset with masks: ``(image, mask)``."""
-
-    dense_only = True
-
-
-class DenseParquetReader(ParquetReader):
-    """Reads a ``parquet`` dataset with masks: ``(image, mask)``."""
-
-    dense_only = True
-
-
-class DenseIpcReader(IpcReader):
-    """Reads an ``ipc`` dataset with masks: ``(image, mask)`` (the predecessor's name)."""
-
-    dense_only = True
-
-
-class DenseTarReader(TarReader):
-    """Reads a ``tar`` dataset with masks: ``(image, mask)``."""
-
-    dense_only = True
-
-
-_READERS: dict[tuple[str, bool], type[ShardedDataset]] = {
-    (reader.format_name, reader.dense_only): reader
-    for reader in (MemmapReader, HDF5Reader, ParquetReader, IpcReader, TarReader, DenseMemmapReader,
-                   DenseHDF5Reader, DenseParquetReader, DenseIpcReader, DenseTarReader)
+_READERS: dict[str, type[ShardedDataset]] = {
+    reader.format_name: reader for reader in (MemmapReader, HDF5Reader, ParquetReader, IpcReader, TarReader)
 }
 
 
@@ -356,6 +351,6 @@ def open_dataset(
     checks every file's sha256 first (see ``ShardedDataset``).
     """
     reader = DatasetReader(dataset_path, format=format, verify=verify, max_open_shards=max_open_shards)
-    dataset_class = _READERS.get((reader.manifest.format, reader.dense), ShardedDataset)
+    dataset_class = _READERS.get(reader.manifest.format, ShardedDataset)
     return dataset_class(reader, transform=transform, target_transform=target_transform, transforms=transforms,
                          output=output, draft=draft)

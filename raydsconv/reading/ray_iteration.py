@@ -1,5 +1,5 @@
-"""A converted dataset as a ``ray.data.Dataset`` (columns ``image`` and ``label``, or ``image`` and
-``mask`` for dense labels), read in parallel, one read task per shard, through the reading core
+"""A converted dataset as a ``ray.data.Dataset`` (columns ``image`` and the target kind's: ``label``,
+``mask``, none for unlabeled images, ...), read in parallel, one read task per shard, through the reading core
 (``raydsconv.reading.core``) that the torch Dataset uses too.
 
 Fixed-size formats give ``image`` (and ``mask``) as (H, W[, C]) tensors; flexible ones give the
@@ -39,26 +39,24 @@ def read_ray(dataset_path: str | os.PathLike, *, format: str | None = None, deco
 def _block(reader: Any, decoder: Any, shard: int, rows: np.ndarray, decode: bool, channels_first: bool) -> dict:
     """One block: a contiguous run of a shard's rows, images as one array where they have one shape."""
     fetched = reader.fetch_rows(shard, rows)
-    images, targets = fetched.images, fetched.targets
+    images = fetched.images
     with reader.reading(shard, int(rows[0])):
         if isinstance(images, np.ndarray):
             if channels_first:
                 images = np.ascontiguousarray(np.moveaxis(images, -1, 1) if images.ndim == 4 else images[:, None])
         else:
             images = _objects(decoder.images(images) if decode else images)  # ragged: each keeps its size
-        if reader.dense and not isinstance(targets, np.ndarray):
-            targets = _objects(decoder.masks(targets) if decode else targets)
-    return {"image": images, "mask" if reader.dense else "label": targets}
+        return {"image": images, **reader.target.ray_columns(fetched.fields, decoder, decode)}
 
 
 def _shard_datasource(reader: Any, decode: bool, rows_per_block: int, channels_first: bool):
     from ray.data.block import BlockAccessor, BlockMetadata
     from ray.data.datasource import Datasource, ReadTask
 
-    from raydsconv.masks import MaskSpec
     from raydsconv.reading.decoders import NumpyDecoder, Stored
+    from raydsconv.targets import Mask
 
-    mask_spec = MaskSpec(reader.manifest.params["mask_mode"]) if reader.dense else None
+    mask_spec = reader.target.spec if isinstance(reader.target, Mask) else None
     decoder = NumpyDecoder(Stored(reader.fixed_size, reader.mode, mask_spec))
 
     def read_shard(shard: int) -> Iterator[Any]:

@@ -1,6 +1,7 @@
 """Any map-style ``torch.utils.data.Dataset`` whose items are ``(image, target)``: the image a PIL
-image, an (H, W[, C]) array or a (C, H, W) tensor, the target a class index, or with dense labels a
-mask (PIL image, array or tensor; see raydsconv.masks). Candidates are the
+image, an (H, W[, C]) array or a (C, H, W) tensor, the target what its target kind prepares: a class
+index, a mask (PIL image, array or tensor; see raydsconv.masks), ...; for unlabeled images (target
+``none``) an item may be the image alone. Candidates are the
 dataset's indices in order; each worker reads its own items. Class names come from the dataset's
 ``classes``, ``class_to_idx`` or ``categories`` when it has one of them."""
 
@@ -13,18 +14,22 @@ import numpy as np
 
 from raydsconv.errors import InvalidArgumentError
 from raydsconv.masks import MaskSpec
+from raydsconv.targets import ClassLabel, NoTarget, TargetKind
 from raydsconv.sources.listing import Listing
 
 
 @dataclass
 class TorchDatasetLoader:
     dataset: Any
+    images_alone: bool = False  # unlabeled: an item may be the image alone (a pair's target is ignored)
 
     def read(self, row: dict) -> tuple[Any, Any]:
         item = self.dataset[int(row["path"])]
-        if not isinstance(item, (tuple, list)) or len(item) < 2:
-            raise TypeError(f"item {row['path']} is a {type(item).__name__}, not an (image, target) pair")
-        return item[0], item[1]
+        if isinstance(item, (tuple, list)) and len(item) >= 2:
+            return item[0], None if self.images_alone else item[1]
+        if self.images_alone:
+            return item, None
+        raise TypeError(f"item {row['path']} is a {type(item).__name__}, not an (image, target) pair")
 
 
 def class_names(dataset: Any) -> list[str]:
@@ -38,7 +43,7 @@ def class_names(dataset: Any) -> list[str]:
     return [str(name) for name in categories] if categories else []
 
 
-def list_torch_dataset(dataset: Any, *, dense: bool = False) -> Listing:
+def list_torch_dataset(dataset: Any, *, target: TargetKind) -> Listing:
     try:
         count = len(dataset)
     except TypeError:
@@ -48,13 +53,13 @@ def list_torch_dataset(dataset: Any, *, dense: bool = False) -> Listing:
     if count == 0:
         raise InvalidArgumentError(f"the {type(dataset).__name__} given as source is empty")
     return Listing(
-        classes=class_names(dataset),
         paths=[str(i) for i in range(count)],
         labels=np.full(count, -1, dtype=np.int64),  # class labels: set by the workers from each item's target
-        loader=TorchDatasetLoader(dataset),
+        classes=[] if isinstance(target, NoTarget) else class_names(dataset),
+        loader=TorchDatasetLoader(dataset, images_alone=isinstance(target, NoTarget)),
         description={"kind": "torch_dataset", "type": f"{type(dataset).__module__}.{type(dataset).__qualname__}",
                      "num_candidates": count},
-        labels_from_items=not dense,
+        labels_from_items=isinstance(target, ClassLabel),
     )
 
 
