@@ -17,12 +17,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 from test_convert_memmap import tree_digest
+from test_verify import to_previous_layout
 
-from raydsconv import ConversionError, InvalidArgumentError, ManifestError, convert, open_dataset
+from raydsconv import ConversionError, InvalidArgumentError, ManifestError, convert, open_dataset, verify
 from raydsconv.conversion import make_plan
 from raydsconv.errors import OutputLockedError
 from raydsconv.formats.base import OutputFile
-from raydsconv.layout import LOCK_NAME, MANIFEST_FILE, RECORDS_DIR, WORK_DIR
+from raydsconv.layout import INDEX_FILE, LOCK_NAME, MANIFEST_FILE, RECORDS_DIR, WORK_DIR
 from raydsconv.plan import ConversionPlan
 from raydsconv.prepare import Preparation
 from raydsconv.samples import write_image_folder
@@ -150,6 +151,32 @@ def test_same_command_on_a_finished_dataset_does_nothing(small_folder, tmp_path)
     assert again.already_complete and "already complete" in again.summary()
     assert again.num_samples == open_dataset(output).manifest.num_samples
     assert {p: p.stat().st_mtime_ns for p in output.rglob("*")} == before
+
+
+@pytest.mark.usefixtures("ray_session")
+def test_a_dataset_of_the_previous_layout_is_done_for_its_plan_and_replaced_whole_by_another(small_folder, tmp_path):
+    output = tmp_path / "ds"
+    convert(small_folder, output, shape=(8, 8), images_per_file=5, progress=False)
+    to_previous_layout(output)  # manifest version 2: manifest.json and index.parquet beside the shards
+    before = tree_digest(output)
+    assert convert(small_folder, output, shape=(8, 8), images_per_file=5, progress=False).already_complete
+    assert tree_digest(output) == before
+    convert(small_folder, output, shape=(6, 6), images_per_file=5, overwrite=True, progress=False)
+    report = verify(output)
+    assert report.ok and report.problems == []  # no manifest.json or index.parquet of the old one left
+    assert open_dataset(output).manifest.format_version == 3 and open_dataset(output)[0][0].size == (6, 6)
+
+
+@pytest.mark.usefixtures("ray_session")
+def test_an_index_of_an_interrupted_commit_is_ours_to_clear(small_folder, tmp_path):
+    output = tmp_path / "ds"
+    with pytest.raises(ConversionError, match="strict mode"):
+        convert(small_folder, output, shape=(8, 8), images_per_file=4, strict=True, num_workers=1, progress=False)
+    (output / INDEX_FILE).parent.mkdir()
+    (output / INDEX_FILE).write_bytes(b"written before the manifest, then the commit was interrupted")
+    convert(small_folder, output, shape=(6, 6), images_per_file=4, overwrite=True, progress=False)  # another plan
+    report = verify(output)
+    assert report.ok and report.problems == []
 
 
 @pytest.mark.usefixtures("ray_session")

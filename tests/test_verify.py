@@ -14,7 +14,7 @@ from raydsconv import convert, open_dataset, verify
 from raydsconv.cli import main
 from raydsconv.errors import CorruptDatasetError, ManifestError
 from raydsconv.formats import FORMATS
-from raydsconv.layout import INDEX_FILE, MANIFEST_FILE
+from raydsconv.layout import INDEX_FILE, MANIFEST_FILE, META_DIR
 
 pytestmark = pytest.mark.usefixtures("ray_session")
 SHAPE = (16, 20)
@@ -98,6 +98,41 @@ def test_a_stray_file_is_a_warning(copy):
     assert report.ok and errors == [] and warnings == ["notes.txt: is not part of the dataset"]
     assert main(["verify", str(copy)]) == 0
     assert len(open_dataset(copy)) > 0
+
+
+def test_a_stray_file_beside_the_manifest_is_named_with_its_folder(copy):
+    (copy / META_DIR / "notes.txt").write_text("hello")
+    report, errors, warnings = problems_of(copy)
+    assert report.ok and errors == [] and warnings == [f"{META_DIR}/notes.txt: is not part of the dataset"]
+
+
+def to_previous_layout(root):
+    """Make ``root`` what raydsconv wrote before manifest version 3: manifest.json and index.parquet
+    beside the shards (the shards' bytes are the same)."""
+    manifest = manifest_of(root)
+    (root / INDEX_FILE).rename(root / "index.parquet")
+    (root / "manifest.json").write_text(json.dumps({**manifest, "format_version": 2, "index_file": "index.parquet"}))
+    shutil.rmtree(root / META_DIR)
+
+
+def test_a_dataset_of_the_previous_layout_opens_and_verifies(copy, converted, capsys):
+    to_previous_layout(copy)
+    report, errors, warnings = problems_of(copy, deep=True)
+    assert report.ok and errors == [] and warnings == [] and report.samples_decoded == report.samples
+    old, new = open_dataset(copy, output="numpy"), open_dataset(converted, output="numpy")
+    assert old.manifest.format_version == 2 and old.manifest.index_file == "index.parquet" and len(old) == len(new)
+    for i in range(len(new)):
+        assert old.source_path(i) == new.source_path(i) and old[i][1] == new[i][1]
+        assert np.array_equal(old[i][0], new[i][0])
+    assert main(["info", str(copy), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["index_file"] == "index.parquet"
+    (copy / "notes.txt").write_text("hello")
+    (copy / "index.parquet").write_bytes(b"\0" * (copy / "index.parquet").stat().st_size)
+    _, errors, warnings = problems_of(copy)
+    assert warnings == ["notes.txt: is not part of the dataset"]
+    assert len(errors) == 1 and errors[0].startswith("index.parquet: cannot be read")
+    with pytest.raises(CorruptDatasetError, match=rf"{copy}: index.parquet: cannot be read"):
+        open_dataset(copy)
 
 
 def test_samples_moved_between_shards_in_the_manifest(copy):
