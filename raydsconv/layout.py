@@ -61,15 +61,16 @@ def partial_path(final: Path) -> Path:
     return final.with_name(f".{final.name}.{os.getpid()}-{os.urandom(4).hex()}{PARTIAL_SUFFIX}")
 
 
-def write_atomically(final: Path, write: Callable[[Path], None]) -> None:
-    """``write(temporary)``, then rename it to ``final``: the file is there whole, or not at all. A
-    missing folder of ``final`` (META_DIR) is made. A failure removes the temporary file (and a folder
-    made for it), and an OSError (a full disk) becomes an OutputWriteError naming ``final``."""
+def write_atomically(final: Path, write: Callable[[Path], None], *, make_folder: bool = False) -> None:
+    """``write(temporary)``, then rename it to ``final``: the file is there whole, or not at all. With
+    ``make_folder``, a missing folder of ``final`` (META_DIR) is made. A failure removes the temporary
+    file (and a folder made for it), and an OSError (a full disk) becomes an OutputWriteError naming
+    ``final``."""
     temporary = partial_path(final)
     made = False
     try:
         with writing(final):
-            if not final.parent.is_dir():
+            if make_folder and not final.parent.is_dir():
                 final.parent.mkdir()
                 made = True
             write(temporary)

@@ -181,7 +181,7 @@ class Manifest:
                 os.fsync(file.fileno())
             os.chmod(temporary, 0o644)
 
-        write_atomically(root / self.file, write)
+        write_atomically(root / self.file, write, make_folder=True)
         return root / self.file
 
 
