@@ -20,15 +20,16 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 import raydsconv
+from raydsconv.layout import INDEX_FILE, MANIFEST_FILE
 from raydsconv.manifest import Manifest, Shard, ShardFile
 
 SHARDS, PER_SHARD, SHAPE = 500, 2600, (224, 224, 3)
 
 
 def build(root: Path) -> None:
-    if (root / "manifest.json").exists():
+    if (root / MANIFEST_FILE).exists():
         return
-    root.mkdir(parents=True, exist_ok=True)
+    (root / INDEX_FILE).parent.mkdir(parents=True, exist_ok=True)
     shards = []
     for k in range(SHARDS):
         files = {}
@@ -41,7 +42,7 @@ def build(root: Path) -> None:
     total = SHARDS * PER_SHARD
     pq.write_table(pa.table({"label": np.arange(total) % 1000, "shard": np.arange(total) // PER_SHARD,
                              "row": np.arange(total) % PER_SHARD,
-                             "path": [f"n{i % 1000:08d}/img_{i}.JPEG" for i in range(total)]}), root / "index.parquet")
+                             "path": [f"n{i % 1000:08d}/img_{i}.JPEG" for i in range(total)]}), root / INDEX_FILE)
     Manifest(format="memmap", params={"shape": list(SHAPE[:2]), "mode": "RGB", "channels": 3, "resize": "stretch"},
              num_samples=total, classes=[f"n{i:08d}" for i in range(1000)], shards=shards).write(root)
 

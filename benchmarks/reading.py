@@ -27,6 +27,7 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms
 
 import raydsconv
+from raydsconv.layout import MANIFEST_FILE
 
 
 class ConstantImages(Dataset):
@@ -87,7 +88,7 @@ def main() -> int:
     workdir = args.workdir
     source = imagenet_like_folder(workdir, args.images)
     path = workdir / "read-memmap"
-    if not (path / "manifest.json").exists():
+    if not (path / MANIFEST_FILE).exists():
         raydsconv.convert(source, fresh(path), shape=(224, 224), images_per_file=500, progress=False)
         import ray
 

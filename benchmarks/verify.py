@@ -24,12 +24,13 @@ from common import benchmark_parser, imagenet_like_folder
 
 import raydsconv
 from raydsconv.cluster import available_cpus
+from raydsconv.layout import MANIFEST_FILE
 from raydsconv.manifest import load_manifest
 
 
 def dataset(workdir: Path, images: int) -> Path:
     output = workdir / f"verify-memmap-{images}"
-    if not (output / "manifest.json").exists():
+    if not (output / MANIFEST_FILE).exists():
         raydsconv.convert(imagenet_like_folder(workdir, images), output, format="memmap", shape=(224, 224),
                           images_per_file=100, progress=False)
     return output

@@ -13,7 +13,6 @@ from pathlib import Path
 import numpy as np
 
 from raydsconv.errors import CorruptDatasetError, UnsupportedFormatError
-from raydsconv.layout import MANIFEST_NAME
 from raydsconv.manifest import Manifest
 from raydsconv.targets import ClassLabel, target_of
 
@@ -49,13 +48,13 @@ def format_problems(manifest: Manifest):
     try:
         fmt = get_format(manifest.format)
     except UnsupportedFormatError as error:
-        return None, [Problem(MANIFEST_NAME, str(error))]
-    problems = [Problem(MANIFEST_NAME, f"params lack {name}, which format {fmt.name!r} needs")
+        return None, [Problem(manifest.file, str(error))]
+    problems = [Problem(manifest.file, f"params lack {name}, which format {fmt.name!r} needs")
                 for name in fmt.required_params if name not in manifest.params]
     for shard in manifest.shards:
         missing = [role for role in fmt.roles(manifest.params) if role not in shard.files]
         if missing:
-            problems.append(Problem(MANIFEST_NAME, f"shard {shard.index} lacks its {', '.join(missing)} file"))
+            problems.append(Problem(manifest.file, f"shard {shard.index} lacks its {', '.join(missing)} file"))
     return fmt, problems
 
 

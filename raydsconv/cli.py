@@ -238,6 +238,8 @@ def describe(dataset: str) -> dict:
         "source": manifest.source,
         "settings": manifest.settings,
         "library_version": manifest.library_version,
+        "format_version": manifest.format_version,
+        "index_file": manifest.index_file,  # relative to path: .raydsconv-dataset/index.parquet since version 3
     }
 
 

@@ -117,4 +117,5 @@ def _write_index(root: Path, listing: Listing, records: list[ShardRecord], forma
             columns[name] = pa.array(listing.columns[name], type=pa.binary()).take(pa.array(kept))
     for name in records[0].index_columns.get(format_name, {}):
         columns[name] = np.concatenate([r.index_columns[format_name][name] for r in records])
-    layout.write_atomically(root / layout.INDEX_NAME, lambda temporary: pq.write_table(pa.table(columns), temporary))
+    layout.write_atomically(root / layout.INDEX_FILE, lambda temporary: pq.write_table(pa.table(columns), temporary),
+                            make_folder=True)

@@ -19,7 +19,7 @@ from raydsconv.cluster import check_address
 from raydsconv.commit import commit, skipped_inputs
 from raydsconv.errors import ConversionError, ConversionInterrupted, InvalidArgumentError, writing
 from raydsconv.images import DEFAULT_MAX_PIXELS
-from raydsconv.layout import LOCK_NAME, MANIFEST_NAME, PLAN_NAME, RECORDS_DIR, dataset_root
+from raydsconv.layout import LOCK_NAME, MANIFEST_FILE, PLAN_NAME, RECORDS_DIR, dataset_root
 from raydsconv.lock import OutputLock
 from raydsconv.manifest import Manifest, load_manifest
 from raydsconv.plan import ConversionPlan, SourcePlan, check_arguments
@@ -76,7 +76,7 @@ class ConversionReport:
             lines.append(f"skipped {len(self.skipped)} inputs:")
             lines.extend(f"  {s.path}: {s.reason}" for s in self.skipped[:20])
             if len(self.skipped) > 20:
-                lines.append(f"  ... and {len(self.skipped) - 20} more (see {MANIFEST_NAME})")
+                lines.append(f"  ... and {len(self.skipped) - 20} more (see {MANIFEST_FILE})")
         return "\n".join(lines)
 
 

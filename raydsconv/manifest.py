@@ -1,9 +1,10 @@
 """The on-disk contract between writers and readers.
 
-``manifest.json`` sits at the dataset root and is written last, atomically: no manifest, no
-dataset. It is versioned; a reader refuses a version it does not know. Per-sample facts (source
-path, label, shard, row, original size and format) live in ``index.parquet`` beside it, one row per
-stored sample, shared by every format.
+``manifest.json`` sits in the dataset's hidden folder ``.raydsconv-dataset/`` (raydsconv.layout) and
+is written last, atomically: no manifest, no dataset. It is versioned; a reader refuses a version it
+does not know. Per-sample facts (source path, label, shard, row, original size and format) live in
+``index.parquet`` beside it (the manifest's ``index_file``), one row per stored sample, shared by every
+format.
 
 Paths (the index's ``path``, ``skipped`` here, class names) are UTF-8 text: a name that is not UTF-8
 has each odd byte written ``\\xNN``; the index then adds ``path_bytes``, the exact bytes of such
@@ -13,7 +14,10 @@ Versions: 1 first; 2 adds ``plan``, the conversion plan that wrote the dataset (
 that running the same conversion again recognises it as done; with it, HDF5 files are written through
 a Python file object (a full disk must not crash libhdf5) and ``dataset.h5`` without timestamps, so
 their bytes differ from version 1's (same datasets, same values, now the same bytes on every run);
-an index may have ``path_bytes`` (names that are not UTF-8). Readers read both.
+an index may have ``path_bytes`` (names that are not UTF-8); 3 moves ``manifest.json`` and
+``index.parquet`` from beside the shards into ``.raydsconv-dataset/``, so that tools pointed at the
+folder (DuckDB or polars on ``*.parquet``, ``pyarrow.dataset``, ``ray.data.read_parquet``, Hugging
+Face ``datasets``) see only the shards; the shards' bytes are unchanged. Readers read all three.
 """
 
 from __future__ import annotations
@@ -25,9 +29,18 @@ from pathlib import Path
 from typing import Any
 
 from raydsconv.errors import ManifestError
-from raydsconv.layout import INDEX_NAME, MANIFEST_NAME, PLAN_NAME, WORK_DIR, write_atomically
+from raydsconv.layout import (
+    INDEX_FILE,
+    MANIFEST_FILE,
+    PLAN_NAME,
+    WORK_DIR,
+    index_file_for,
+    manifest_file_for,
+    manifest_path,
+    write_atomically,
+)
 
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 
 
 @dataclass(frozen=True)
@@ -54,7 +67,7 @@ class Manifest:
     skipped: list[dict[str, str]] = field(default_factory=list)  # {"path", "reason"}
     source: dict[str, Any] = field(default_factory=dict)
     settings: dict[str, Any] = field(default_factory=dict)
-    index_file: str = INDEX_NAME
+    index_file: str = INDEX_FILE  # relative to the dataset root
     library_version: str = ""
     format_version: int = FORMAT_VERSION
     plan: dict[str, Any] | None = None  # the conversion plan (raydsconv.plan) that wrote it; None before v2
@@ -90,8 +103,13 @@ class Manifest:
             "plan": self.plan,
         }
 
+    @property
+    def file(self) -> str:
+        """Where this manifest sits, relative to the dataset root."""
+        return manifest_file_for(self.format_version)
+
     @classmethod
-    def from_dict(cls, data: Any, where: str = MANIFEST_NAME) -> "Manifest":
+    def from_dict(cls, data: Any, where: str = MANIFEST_FILE) -> "Manifest":
         """Validate and build; every problem raises ManifestError naming ``where`` and the field."""
 
         def fail(problem: str) -> ManifestError:
@@ -128,7 +146,7 @@ class Manifest:
                 skipped=list(data.get("skipped", [])),
                 source=dict(data.get("source", {})),
                 settings=dict(data.get("settings", {})),
-                index_file=str(data.get("index_file", INDEX_NAME)),
+                index_file=str(data.get("index_file", index_file_for(version))),
                 library_version=str(data.get("library_version", "")),
                 format_version=version,
                 plan=dict(data["plan"]) if data.get("plan") is not None else None,
@@ -151,8 +169,8 @@ class Manifest:
         return manifest
 
     def write(self, root: str | os.PathLike) -> Path:
-        """Write atomically (temporary file + rename) so a reader never sees half a manifest; a
-        failure (a full disk) leaves no temporary file."""
+        """Write atomically (temporary file + rename), where its version puts it, so a reader never sees
+        half a manifest; a failure (a full disk) leaves no temporary file."""
         root = Path(root)
         text = json.dumps(self.to_dict(), indent=1, sort_keys=False) + "\n"
 
@@ -163,8 +181,8 @@ class Manifest:
                 os.fsync(file.fileno())
             os.chmod(temporary, 0o644)
 
-        write_atomically(root / MANIFEST_NAME, write)
-        return root / MANIFEST_NAME
+        write_atomically(root / self.file, write, make_folder=True)
+        return root / self.file
 
 
 def _inside(name: str) -> bool:
@@ -174,10 +192,11 @@ def _inside(name: str) -> bool:
 
 
 def load_manifest(root: str | os.PathLike, *, check_files: bool = True) -> Manifest:
-    """Read and validate ``root/manifest.json``; with ``check_files``, also the cheap checks of
+    """Read and validate the manifest of the dataset at ``root`` (``.raydsconv-dataset/manifest.json``,
+    or ``manifest.json`` before version 3); with ``check_files``, also the cheap checks of
     ``raydsconv.checks`` (every shard file there with its recorded size, the index's row count)."""
     root = Path(root)
-    path = root / MANIFEST_NAME
+    path = manifest_path(root)
     if not root.is_dir():
         raise ManifestError(f"{root}: not a directory; expected a dataset written by raydsconv")
     try:

@@ -565,4 +565,4 @@ def _ours(new: Path, present: list[Path]) -> bool:
     if layout.completion_marker(new, False).exists() or layout.completion_marker(new, True).exists():
         return True
     ours = layout.ours_pattern([fmt.file_pattern for fmt in FORMATS.values()])
-    return all(entry.is_file() and ours.fullmatch(entry.name) for entry in present)
+    return all(layout.is_ours(entry, ours) for entry in present)

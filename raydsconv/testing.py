@@ -35,6 +35,7 @@ import pytest
 from raydsconv.conversion import convert
 from raydsconv.formats import get_format
 from raydsconv.images import ImageSpec, prepare_image
+from raydsconv.layout import MANIFEST_FILE, META_DIR
 from raydsconv.reading.dataset import open_dataset
 from raydsconv.samples import write_image_folder, write_segmentation_folder
 from raydsconv.sources.folder import list_image_folder
@@ -91,21 +92,22 @@ class FormatConformance:
     def test_manifest_files_and_index(self, converted):
         import pyarrow.parquet as pq
 
-        manifest = json.loads((converted / "manifest.json").read_text())
+        manifest = json.loads((converted / MANIFEST_FILE).read_text())
         assert len(manifest["shards"]) == -(-manifest["num_samples"] // self.images_per_file)
         for shard in manifest["shards"]:
             for file in shard["files"].values():
                 data = (converted / file["name"]).read_bytes()
                 assert (len(data), hashlib.sha256(data).hexdigest()) == (file["bytes"], file["sha256"]), file["name"]
-        index = pq.read_table(converted / "index.parquet")
+        index = pq.read_table(converted / manifest["index_file"])
         assert index.column("shard").to_pylist() == [s["index"] for s in manifest["shards"] for _ in range(s["num_samples"])]
-        assert not [p.name for p in converted.iterdir() if p.name.startswith(".")], "temporary files left behind"
+        hidden = [p.relative_to(converted).as_posix() for p in converted.rglob(".*")]
+        assert hidden == [META_DIR], f"temporary files left behind: {hidden}"
 
     def test_verify_passes_clean_and_names_a_damaged_file(self, converted, tmp_path):
         report = verify(converted, deep=True)
         assert report.ok, [str(p) for p in report.problems]
         copy = shutil.copytree(converted, tmp_path / "copy")
-        name = next(iter(json.loads((copy / "manifest.json").read_text())["shards"][1]["files"].values()))["name"]
+        name = next(iter(json.loads((copy / MANIFEST_FILE).read_text())["shards"][1]["files"].values()))["name"]
         data = bytearray((copy / name).read_bytes())
         data[len(data) // 2] ^= 0xFF
         (copy / name).write_bytes(data)
@@ -123,7 +125,7 @@ class FormatConformance:
         again = tmp_path / "again"
         convert(source, again, format=format, shape=self.shape, images_per_file=self.images_per_file,
                 num_workers=1, batch_size=3, progress=False)
-        shards = [json.loads((root / "manifest.json").read_text())["shards"] for root in (converted, again)]
+        shards = [json.loads((root / MANIFEST_FILE).read_text())["shards"] for root in (converted, again)]
         assert shards[0] == shards[1]
 
     def test_masks_round_trip(self, format, tmp_path):

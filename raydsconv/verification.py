@@ -27,7 +27,7 @@ import numpy as np
 from raydsconv.checks import Problem, file_problems, format_problems, index_problems, label_problems
 from raydsconv.errors import CorruptDatasetError, ManifestError
 from raydsconv.formats.base import file_sha256
-from raydsconv.layout import FORMATS_NAME, MANIFEST_NAME, WORK_DIR
+from raydsconv.layout import FORMATS_NAME, WORK_DIR, manifest_path
 from raydsconv.manifest import Manifest, ShardFile, load_manifest
 
 DEEP_ROWS = 256  # rows read per call when decoding a shard
@@ -118,11 +118,12 @@ def _verify_dataset(report: VerifyReport, root: Path, prefix: str, deep: bool, t
     try:
         manifest = load_manifest(root, check_files=False)
     except ManifestError as error:
-        problems.append(Problem(MANIFEST_NAME, str(error).removeprefix(f"{root / MANIFEST_NAME}: ")))
+        path = manifest_path(root)
+        problems.append(Problem(path.relative_to(root).as_posix(), str(error).removeprefix(f"{path}: ")))
         report.problems += [_prefixed(p, prefix) for p in problems]
         return
     if expected_format is not None and manifest.format != expected_format:
-        problems.append(Problem(MANIFEST_NAME, f"holds format {manifest.format!r}, formats.json says {expected_format!r}"))
+        problems.append(Problem(manifest.file, f"holds format {manifest.format!r}, formats.json says {expected_format!r}"))
     fmt, format_issues = format_problems(manifest)
     problems += format_issues
     size_issues = file_problems(root, manifest)
@@ -246,16 +247,25 @@ def _problem_from(error: CorruptDatasetError, root: Path) -> Problem:
 
 
 def _stray_files(root: Path, manifest: Manifest, fmt: Any) -> list[Problem]:
-    """Files the dataset does not list: harmless to readers, but worth knowing (a copy gone wrong?)."""
-    listed = {MANIFEST_NAME, manifest.index_file}
+    """Files the dataset does not list: harmless to readers, but worth knowing (a copy gone wrong?).
+    Folders holding listed files (the manifest's, ``.raydsconv-dataset/``) are looked into."""
+    listed = {manifest.file, manifest.index_file}
     listed |= {f.name for shard in manifest.shards for f in shard.files.values()}
     if fmt is not None:
         listed |= set(fmt.dataset_files)
+    folders = {parent.as_posix() for name in listed for parent in Path(name).parents if parent != Path(".")}
     problems = []
-    for entry in sorted(root.iterdir(), key=lambda e: e.name):
-        if entry.name == WORK_DIR:
-            problems.append(Problem(entry.name + "/", "holds a conversion's work state (an unfinished run, or an "
-                                                      "--overwrite in progress)", warning=True))
-        elif entry.name not in listed:
-            problems.append(Problem(entry.name, "is not part of the dataset", warning=True))
+
+    def look(folder: Path, prefix: str) -> None:
+        for entry in sorted(folder.iterdir(), key=lambda e: e.name):
+            name = prefix + entry.name
+            if name == WORK_DIR:
+                problems.append(Problem(name + "/", "holds a conversion's work state (an unfinished run, or an "
+                                                    "--overwrite in progress)", warning=True))
+            elif name in folders and entry.is_dir():
+                look(entry, name + "/")
+            elif name not in listed:
+                problems.append(Problem(name, "is not part of the dataset", warning=True))
+
+    look(root, "")
     return problems

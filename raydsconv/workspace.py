@@ -109,14 +109,14 @@ def _differences(plan: ConversionPlan, recorded: dict | None) -> list[str]:
 
 def _finished_dataset(output: Path, several: bool) -> tuple[bool, dict | None]:
     """Whether ``output`` holds a finished dataset, and the plan its manifest records (None: none)."""
-    manifest = output / layout.MANIFEST_NAME
+    manifest = layout.manifest_path(output)
     formats = output / layout.FORMATS_NAME
     if not manifest.exists() and not formats.exists():
         return False, None
     try:
         if formats.exists():  # several formats: every sub-folder's manifest records the same plan
             folder = next(iter(json.loads(formats.read_text())["formats"].values()))
-            manifest = output / folder / layout.MANIFEST_NAME
+            manifest = layout.manifest_path(output / folder)
         return True, json.loads(manifest.read_text()).get("plan")
     except (OSError, ValueError, KeyError, StopIteration, AttributeError):
         return True, None
@@ -179,17 +179,22 @@ def finish_swap(output: Path, build: Path, several: bool) -> None:
     swapping = work / "swapping"
     if not swapping.exists():
         retired.mkdir(exist_ok=True)
-        marker = layout.completion_marker(output, several)
-        old = sorted((e for e in output.iterdir() if e.name != layout.WORK_DIR), key=lambda e: e.name != marker.name)
+        marker = _top_entry(output, layout.completion_marker(output, several))
+        old = sorted((e for e in output.iterdir() if e.name != layout.WORK_DIR), key=lambda e: e.name != marker)
         for entry in old:  # the old completion marker first: from then on the old dataset is not claimed
             os.replace(entry, retired / entry.name)
         swapping.touch()
-    marker = layout.completion_marker(build, several)
-    for entry in sorted(build.iterdir(), key=lambda e: e.name == marker.name):  # the new marker last
+    marker = _top_entry(build, layout.completion_marker(build, several))
+    for entry in sorted(build.iterdir(), key=lambda e: e.name == marker):  # the new marker (or its folder) last
         os.replace(entry, output / entry.name)
     shutil.rmtree(retired, ignore_errors=True)
     build.rmdir()
     swapping.unlink()
+
+
+def _top_entry(root: Path, path: Path) -> str:
+    """The name of the entry of ``root`` that holds ``path`` (the manifest's: META_DIR, or itself)."""
+    return path.relative_to(root).parts[0]
 
 
 def discard(workspace: Workspace) -> None:
@@ -201,6 +206,7 @@ def discard(workspace: Workspace) -> None:
     ours = layout.ours_pattern([fmt.file_pattern for fmt in FORMATS.values()])
     for folder in [workspace.output, *(workspace.output / name for name in FORMATS)]:
         if folder.is_dir():
+            shutil.rmtree(folder / layout.META_DIR, ignore_errors=True)
             for entry in folder.iterdir():
                 if entry.is_file() and ours.fullmatch(entry.name):
                     entry.unlink()
@@ -209,9 +215,12 @@ def discard(workspace: Workspace) -> None:
 
 
 def remove_temporary_files(root: Path) -> None:
-    for entry in root.iterdir():
-        if layout.is_partial(entry.name):
-            entry.unlink(missing_ok=True)
+    """Temporary files at the top of a dataset and in its META_DIR (the index's, the manifest's)."""
+    for folder in (root, root / layout.META_DIR):
+        if folder.is_dir():
+            for entry in folder.iterdir():
+                if layout.is_partial(entry.name):
+                    entry.unlink(missing_ok=True)
 
 
 def remove_work_state(output: Path) -> None:
@@ -232,8 +241,7 @@ def _remove_our_files(output: Path) -> None:
 
     def only_ours(folder: Path) -> bool:
         return all(
-            (entry.is_file() and ours.fullmatch(entry.name) is not None)
-            or (entry.is_dir() and entry.name in FORMATS and only_ours(entry))
+            layout.is_ours(entry, ours) or (entry.is_dir() and entry.name in FORMATS and only_ours(entry))
             for entry in folder.iterdir() if entry.name != layout.WORK_DIR
         )
 
@@ -243,7 +251,7 @@ def _remove_our_files(output: Path) -> None:
             "overwrite (empty it yourself or choose another directory)"
         )
     _remove_work_state(work_dir(output))
-    (output / layout.MANIFEST_NAME).unlink(missing_ok=True)  # first: never a half-deleted "dataset"
+    layout.manifest_path(output).unlink(missing_ok=True)  # first: never a half-deleted "dataset"
     (output / layout.FORMATS_NAME).unlink(missing_ok=True)
     for entry in output.iterdir():
         if entry.name == layout.WORK_DIR:

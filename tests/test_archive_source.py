@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from raydsconv import InvalidArgumentError, TarConverter, convert, open_dataset
+from raydsconv.layout import MANIFEST_FILE
 from raydsconv.samples import write_tar_of_tars
 from raydsconv.sources.archive import list_tar_archive
 from raydsconv.sources.folder import list_image_folder
@@ -19,7 +20,7 @@ pytestmark = pytest.mark.usefixtures("ray_session")
 
 def shards_of(path: Path) -> list:
     return [sorted((f["name"], f["sha256"]) for f in s["files"].values())
-            for s in json.loads((path / "manifest.json").read_text())["shards"]]
+            for s in json.loads((path / MANIFEST_FILE).read_text())["shards"]]
 
 
 @pytest.fixture(scope="module")

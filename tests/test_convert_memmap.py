@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import pickle
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +17,7 @@ from torchvision.transforms.v2 import PILToTensor
 
 import raydsconv
 from raydsconv import ConversionError, InvalidArgumentError, ManifestError, MemmapReader, convert, open_dataset
+from raydsconv.layout import INDEX_FILE, MANIFEST_FILE, META_DIR
 from raydsconv.sources.folder import list_image_folder
 
 pytestmark = pytest.mark.usefixtures("ray_session")
@@ -52,8 +54,8 @@ def test_round_trip_pixels_labels_and_paths(converted, small_folder):
 
 def test_shards_are_real_npy_files_and_manifest_describes_them(converted):
     report, output = converted
-    manifest = json.loads((output / "manifest.json").read_text())
-    assert manifest["format_version"] == 2 and manifest["format"] == "memmap"
+    manifest = json.loads((output / MANIFEST_FILE).read_text())
+    assert manifest["format_version"] == 3 and manifest["format"] == "memmap"
     assert manifest["plan"]["image"]["shape"] == [24, 40] and manifest["plan"]["images_per_file"] == 7
     assert manifest["params"]["shape"] == [24, 40] and manifest["params"]["mode"] == "RGB"
     assert manifest["num_samples"] == report.num_samples
@@ -71,13 +73,13 @@ def test_shards_are_real_npy_files_and_manifest_describes_them(converted):
         for role, f in shard["files"].items():
             data = (output / f["name"]).read_bytes()
             assert len(data) == f["bytes"] and hashlib.sha256(data).hexdigest() == f["sha256"]
-    index = pq.read_table(output / "index.parquet").to_pydict()
+    index = pq.read_table(output / INDEX_FILE).to_pydict()
     assert len(index["path"]) == report.num_samples
     assert index["label"] == [open_dataset(output)[i][1] for i in range(report.num_samples)]
     exif = index["path"].index("odd/exif_rotated.jpg")
     assert (index["width"][exif], index["height"][exif], index["source_format"][exif]) == (64, 96, "JPEG")
     assert index["source_format"][index["path"].index("odd/png_named.JPEG")] == "PNG"
-    assert not list(output.glob(".*")), "temporary files left behind"
+    assert [p.name for p in output.glob(".*")] == [META_DIR], "temporary files left behind"
 
 
 @pytest.mark.parametrize("policy", ["crop", "pad"])
@@ -147,7 +149,7 @@ def test_non_empty_output_is_refused_unless_overwrite(small_folder, tmp_path):
     convert(small_folder, output, shape=(6, 6), overwrite=True, progress=False)
     assert open_dataset(output)[0][0].size == (6, 6)
     # A folder with files raydsconv did not write is never deleted, overwrite or not.
-    (output / "manifest.json").unlink()
+    (output / MANIFEST_FILE).unlink()
     (output / "notes.txt").write_text("mine")
     with pytest.raises(InvalidArgumentError, match="did not write"):
         convert(small_folder, output, shape=(8, 8), overwrite=True, progress=False)
@@ -157,7 +159,7 @@ def test_non_empty_output_is_refused_unless_overwrite(small_folder, tmp_path):
 def test_strict_mode_names_the_bad_file_and_writes_no_manifest(small_folder, tmp_path):
     with pytest.raises(ConversionError, match=r"odd/(empty|random_bytes|readme|truncated)"):
         convert(small_folder, tmp_path / "ds", shape=(8, 8), strict=True, progress=False)
-    assert not (tmp_path / "ds" / "manifest.json").exists()
+    assert not (tmp_path / "ds" / MANIFEST_FILE).exists()
     # What strict mode left behind is ours, so a plain overwrite cleans it up.
     convert(small_folder, tmp_path / "ds", shape=(8, 8), overwrite=True, progress=False)
 
@@ -185,27 +187,24 @@ def test_output_inside_source_is_refused(small_folder):
 
 def test_damaged_manifests_are_refused_with_the_file_named(converted, tmp_path):
     _, output = converted
-    copy = tmp_path / "copy"
-    copy.mkdir()
-    for path in output.iterdir():
-        (copy / path.name).write_bytes(path.read_bytes())
-    manifest = json.loads((copy / "manifest.json").read_text())
-    (copy / "manifest.json").write_text(json.dumps({**manifest, "format_version": 99}))
+    copy = shutil.copytree(output, tmp_path / "copy")
+    manifest = json.loads((copy / MANIFEST_FILE).read_text())
+    (copy / MANIFEST_FILE).write_text(json.dumps({**manifest, "format_version": 99}))
     with pytest.raises(ManifestError, match=r"manifest.json: format_version 99 is not supported"):
         open_dataset(copy)
-    (copy / "manifest.json").write_text(json.dumps({**manifest, "format": "zarr"}))
+    (copy / MANIFEST_FILE).write_text(json.dumps({**manifest, "format": "zarr"}))
     with pytest.raises(ManifestError, match=r"manifest.json: unknown format 'zarr'"):
         open_dataset(copy)
     with pytest.raises(ManifestError, match=r"holds format 'zarr', not 'memmap'"):
         MemmapReader(copy)
-    (copy / "manifest.json").write_text(json.dumps({**manifest, "params": {}}))
+    (copy / MANIFEST_FILE).write_text(json.dumps({**manifest, "params": {}}))
     with pytest.raises(ManifestError, match=r"manifest.json: params lack shape"):
         open_dataset(copy)
-    (copy / "manifest.json").write_text(json.dumps(manifest))
+    (copy / MANIFEST_FILE).write_text(json.dumps(manifest))
     (copy / manifest["shards"][1]["files"]["images"]["name"]).unlink()
     with pytest.raises(ManifestError, match=r"images-00001.npy: is missing"):
         MemmapReader(copy)
-    (copy / "manifest.json").unlink()
+    (copy / MANIFEST_FILE).unlink()
     with pytest.raises(ManifestError, match="no manifest"):
         open_dataset(copy)
 

@@ -24,7 +24,7 @@ from raydsconv.cli import main
 from raydsconv.cluster import CONNECT_TIMEOUT_S, GCS_ATTEMPTS
 from raydsconv.errors import OutputWriteError
 from raydsconv.formats.hdf5 import write_virtual_dataset
-from raydsconv.layout import RECORDS_DIR, WORK_DIR
+from raydsconv.layout import INDEX_FILE, MANIFEST_FILE, RECORDS_DIR, WORK_DIR
 from raydsconv.manifest import load_manifest
 from raydsconv.samples import write_image_folder
 
@@ -147,7 +147,7 @@ def test_a_full_disk_while_writing_shards_is_one_line_and_the_same_command_resum
     assert failed.returncode == 2
     assert line.startswith(f"raydsconv: error: {output}/") and ": no space left on device; free some space" in line
     assert line.endswith("run the same command again to resume")
-    assert leftovers(disk) == [] and not (output / "manifest.json").exists()
+    assert leftovers(disk) == [] and not (output / MANIFEST_FILE).exists()
     kept = records(output)
     assert kept >= 1  # the shards written before the disk filled stay
 
@@ -198,10 +198,10 @@ def test_a_full_disk_at_commit_leaves_every_shard_and_no_temporary_file(fmt, sou
     monkeypatch.setattr(raydsconv.conversion, "commit", commit_on_a_full_disk)
     with pytest.raises(OutputWriteError) as caught:
         convert(source, output, progress=False, **options(fmt))
-    assert caught.value.errno == errno.ENOSPC and caught.value.filename == str(output / "index.parquet")
-    assert str(caught.value) == (f"{output / 'index.parquet'}: no space left on device; free some space there (or "
+    assert caught.value.errno == errno.ENOSPC and caught.value.filename == str(output / INDEX_FILE)
+    assert str(caught.value) == (f"{output / INDEX_FILE}: no space left on device; free some space there (or "
                                  "choose an output with more room), then run the same command again to resume")
-    assert leftovers(disk) == [] and not (output / "manifest.json").exists()
+    assert leftovers(disk) == [] and not (output / MANIFEST_FILE).exists()
     assert records(output) == num_shards
 
     filler.unlink()  # the same again from the CLI: no shard to write, commit fails the same way
@@ -225,7 +225,7 @@ def test_the_manifest_and_hdf5s_dataset_file_on_a_full_disk_leave_nothing_behind
     fill(disk / "filler")
     with pytest.raises(OutputWriteError) as caught:
         manifest.write(disk)
-    assert caught.value.filename == str(disk / "manifest.json") and caught.value.errno == errno.ENOSPC
+    assert caught.value.filename == str(disk / MANIFEST_FILE) and caught.value.errno == errno.ENOSPC
     with pytest.raises(OutputWriteError) as caught:
         write_virtual_dataset(disk, manifest.shards, manifest.params)
     assert caught.value.filename == str(disk / "dataset.h5") and caught.value.errno == errno.ENOSPC

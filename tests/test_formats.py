@@ -14,6 +14,7 @@ from torch.utils.data import DataLoader
 
 from raydsconv import convert, open_dataset
 from raydsconv.formats import FORMATS
+from raydsconv.layout import MANIFEST_FILE
 from raydsconv.sources.folder import list_image_folder
 from raydsconv.testing import FormatConformance
 
@@ -101,7 +102,7 @@ def test_format_options_are_checked_and_recorded(small_folder, tmp_path):
 
     convert(small_folder, tmp_path / "h5", format="hdf5", shape=(8, 8), progress=False,
             format_options={"hdf5": {"compression": "gzip"}})
-    manifest = json.loads((tmp_path / "h5" / "manifest.json").read_text())
+    manifest = json.loads((tmp_path / "h5" / MANIFEST_FILE).read_text())
     assert manifest["params"]["compression"] == "gzip" and manifest["params"]["virtual_dataset"] == "dataset.h5"
     import h5py
 
@@ -125,4 +126,4 @@ def test_header_only_validation_is_faster_and_blind_to_truncation(small_folder, 
     assert "odd/truncated.jpg" in {s.path for s in full.skipped}
     assert "odd/truncated.jpg" not in {s.path for s in header.skipped}  # only a decode finds it
     assert {s.path for s in header.skipped} == BAD - {"odd/truncated.jpg"}
-    assert json.loads((tmp_path / "header" / "manifest.json").read_text())["params"]["validation"] == "header"
+    assert json.loads((tmp_path / "header" / MANIFEST_FILE).read_text())["params"]["validation"] == "header"

@@ -12,6 +12,7 @@ import pytest
 from PIL import Image
 
 from raydsconv import convert, open_dataset
+from raydsconv.layout import INDEX_FILE, MANIFEST_FILE
 
 pytestmark = pytest.mark.usefixtures("ray_session")
 
@@ -42,7 +43,7 @@ def test_one_pass_writes_the_same_samples_in_every_format(outputs, small_folder)
 
 
 def test_memmap_with_numpy(outputs):
-    manifest = json.loads((outputs / "memmap" / "manifest.json").read_text())
+    manifest = json.loads((outputs / "memmap" / MANIFEST_FILE).read_text())
     images = np.concatenate([np.load(outputs / "memmap" / s["files"]["images"]["name"], mmap_mode="r")
                              for s in manifest["shards"]])
     assert images.shape == (manifest["num_samples"], 12, 16, 3)
@@ -59,7 +60,7 @@ def test_hdf5_with_h5py_and_the_virtual_dataset(outputs, tmp_path, monkeypatch):
         assert images.is_virtual
         for i in (0, len(ours) // 2, len(ours) - 1):
             assert np.array_equal(images[i], np.asarray(ours[i][0])) and labels[i] == ours[i][1]
-    manifest = json.loads((outputs / "hdf5" / "manifest.json").read_text())
+    manifest = json.loads((outputs / "hdf5" / MANIFEST_FILE).read_text())
     with h5py.File(outputs / "hdf5" / manifest["shards"][0]["files"]["images"]["name"], "r") as shard:
         assert shard["images"].chunks == (1, 12, 16, 3)  # one image per chunk
         assert shard["labels"].dtype == np.int64
@@ -118,7 +119,7 @@ def test_tar_with_webdataset_ray_and_the_tar_command(outputs, ray_session):
     files = sorted(str(p) for p in (outputs / "tar").glob("samples-*.tar"))
     samples = list(wds.WebDataset(files, shardshuffle=False, empty_check=False))
     assert len(samples) == len(ours)
-    index = pq.read_table(outputs / "tar" / "index.parquet").to_pydict()
+    index = pq.read_table(outputs / "tar" / INDEX_FILE).to_pydict()
     for i, sample in enumerate(samples):
         image_key = next(k for k in sample if k not in ("__key__", "__url__", "__local_path__", "cls", "json"))
         assert sample[image_key] == ours.read_bytes(i)

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from raydsconv.layout import MANIFEST_FILE
+
 RAY = str(Path(sys.executable).with_name("ray"))
 JOBS = Path(__file__).parent.parent / "jobs"
 
@@ -79,7 +81,7 @@ def test_job_converts_and_a_failing_job_reports_failure(job_address, small_folde
     done = submit(address, env, str(small_folder), str(tmp_path / "ds"), "--shape", "8", "8", "--no-progress")
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "succeeded" in (done.stdout + done.stderr)
-    manifest = json.loads((tmp_path / "ds" / "manifest.json").read_text())
+    manifest = json.loads((tmp_path / "ds" / MANIFEST_FILE).read_text())
     assert manifest["num_samples"] > 0 and len(manifest["skipped"]) == 4
     failed = submit(address, env, str(tmp_path / "missing"), str(tmp_path / "out"), "--shape", "8", "8")
     assert failed.returncode != 0

@@ -15,6 +15,7 @@ import raydsconv
 from raydsconv import open_dataset, verify
 from raydsconv.cli import main
 from raydsconv.errors import InvalidArgumentError, ManifestError
+from raydsconv.layout import INDEX_FILE, META_DIR
 from raydsconv.migration import predecessor_layout
 
 # (the predecessor's format, generator options) -> raydsconv's format
@@ -54,7 +55,7 @@ def test_each_format_migrates_and_verifies_deep(migrated):
     assert manifest.source["kind"] == "hpc_pytorch_loader" and manifest.source["format"] == written.format
     assert ("re-encodes" in manifest.source.get("note", "")) == (written.format not in ("memmap", "hdf5"))
     assert not report.skipped
-    index = pq.read_table(new / "index.parquet").to_pydict()
+    index = pq.read_table(new / INDEX_FILE).to_pydict()
     assert index["path"][:4] == ["images_0/0", "images_0/1", "images_0/2", "images_1/0"]
 
 
@@ -118,7 +119,7 @@ def test_a_non_empty_output_is_refused_unless_overwrite(tmp_path, capsys):
     report = raydsconv.migrate(tmp_path / "old", tmp_path / "new", overwrite=True)  # a dataset: replaced
     assert report.manifest.num_samples == len(written.images) and verify(tmp_path / "new").ok
     assert sorted(p.name for p in (tmp_path / "new").iterdir()) == sorted(
-        ["manifest.json", "index.parquet", *(f"{role}-0000{k}.npy" for role in ("images", "labels") for k in range(3))])
+        [META_DIR, *(f"{role}-0000{k}.npy" for role in ("images", "labels") for k in range(3))])
 
 
 def test_the_old_dataset_is_only_read(tmp_path):

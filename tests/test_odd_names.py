@@ -18,6 +18,7 @@ from torchvision.datasets import ImageFolder
 
 from raydsconv import convert, open_dataset
 from raydsconv.formats import FORMATS
+from raydsconv.layout import MANIFEST_FILE
 from raydsconv.samples import jpeg_bytes, photo_like
 from raydsconv.sources import SegmentationFolder
 from raydsconv.sources.archive import list_tar_archive
@@ -100,7 +101,7 @@ def test_utf8_names_record_no_bytes(tmp_path):
 
 def stored_paths(root: Path, fmt: str) -> list[str] | None:
     """The source paths a flexible format keeps in its own shards, in sample order."""
-    names = [next(iter(s["files"].values()))["name"] for s in json.loads((root / "manifest.json").read_text())["shards"]]
+    names = [next(iter(s["files"].values()))["name"] for s in json.loads((root / MANIFEST_FILE).read_text())["shards"]]
     if fmt == "parquet":
         return [p for name in names for p in pq.read_table(root / name).column("path").to_pylist()]
     if fmt == "ipc":
@@ -136,7 +137,7 @@ def test_odd_names_convert_in_every_format(odd_folder, tmp_path):
         assert index.column("path").to_pylist() == texts
         assert index.column(PATH_BYTES).to_pylist() == [None if is_utf8(name) else name for name, _ in expected]
         assert stored_paths(dataset.dataset_path, fmt) in (None, texts)
-        manifest = json.loads((dataset.dataset_path / "manifest.json").read_text())
+        manifest = json.loads((dataset.dataset_path / MANIFEST_FILE).read_text())
         assert [s["path"] for s in manifest["skipped"]] == ["plants/notes\\xe9.txt"]
         assert "r\\xe9ptiles" in manifest["classes"]
 

@@ -17,12 +17,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 from test_convert_memmap import tree_digest
+from test_verify import to_previous_layout
 
-from raydsconv import ConversionError, InvalidArgumentError, ManifestError, convert, open_dataset
+from raydsconv import ConversionError, InvalidArgumentError, ManifestError, convert, open_dataset, verify
 from raydsconv.conversion import make_plan
 from raydsconv.errors import OutputLockedError
 from raydsconv.formats.base import OutputFile
-from raydsconv.layout import LOCK_NAME, RECORDS_DIR, WORK_DIR
+from raydsconv.layout import INDEX_FILE, LOCK_NAME, MANIFEST_FILE, RECORDS_DIR, WORK_DIR
 from raydsconv.plan import ConversionPlan
 from raydsconv.prepare import Preparation
 from raydsconv.samples import write_image_folder
@@ -153,6 +154,32 @@ def test_same_command_on_a_finished_dataset_does_nothing(small_folder, tmp_path)
 
 
 @pytest.mark.usefixtures("ray_session")
+def test_a_dataset_of_the_previous_layout_is_done_for_its_plan_and_replaced_whole_by_another(small_folder, tmp_path):
+    output = tmp_path / "ds"
+    convert(small_folder, output, shape=(8, 8), images_per_file=5, progress=False)
+    to_previous_layout(output)  # manifest version 2: manifest.json and index.parquet beside the shards
+    before = tree_digest(output)
+    assert convert(small_folder, output, shape=(8, 8), images_per_file=5, progress=False).already_complete
+    assert tree_digest(output) == before
+    convert(small_folder, output, shape=(6, 6), images_per_file=5, overwrite=True, progress=False)
+    report = verify(output)
+    assert report.ok and report.problems == []  # no manifest.json or index.parquet of the old one left
+    assert open_dataset(output).manifest.format_version == 3 and open_dataset(output)[0][0].size == (6, 6)
+
+
+@pytest.mark.usefixtures("ray_session")
+def test_an_index_of_an_interrupted_commit_is_ours_to_clear(small_folder, tmp_path):
+    output = tmp_path / "ds"
+    with pytest.raises(ConversionError, match="strict mode"):
+        convert(small_folder, output, shape=(8, 8), images_per_file=4, strict=True, num_workers=1, progress=False)
+    (output / INDEX_FILE).parent.mkdir()
+    (output / INDEX_FILE).write_bytes(b"written before the manifest, then the commit was interrupted")
+    convert(small_folder, output, shape=(6, 6), images_per_file=4, overwrite=True, progress=False)  # another plan
+    report = verify(output)
+    assert report.ok and report.problems == []
+
+
+@pytest.mark.usefixtures("ray_session")
 def test_resume_keeps_good_shards_redoes_damaged_ones_and_refuses_a_changed_source(small_folder, tmp_path):
     source = shutil.copytree(small_folder, tmp_path / "src", symlinks=True)
     output, clean = tmp_path / "ds", tmp_path / "clean"
@@ -161,7 +188,7 @@ def test_resume_keeps_good_shards_redoes_damaged_ones_and_refuses_a_changed_sour
     with pytest.raises(ConversionError, match="strict mode"):
         convert(source, output, shape=(8, 8), images_per_file=4, strict=True, num_workers=1, progress=False)
     records = sorted((output / WORK_DIR / RECORDS_DIR).glob("*.json"))
-    assert records and not (output / "manifest.json").exists()
+    assert records and not (output / MANIFEST_FILE).exists()
     with pytest.raises(ManifestError, match="holds an unfinished conversion; run the same convert command again"):
         open_dataset(output)
     damaged = load_record(records[0]).files["memmap"]["images"].name
@@ -232,7 +259,7 @@ def test_a_signal_stops_cleanly_and_the_same_command_resumes(big_folder, clean_r
     assert "Traceback" not in stderr
     assert stderr.strip().splitlines()[-1].startswith("raydsconv: interrupted after ")
     assert stderr.strip().endswith("run the same command again to resume")
-    assert not (output / "manifest.json").exists()
+    assert not (output / MANIFEST_FILE).exists()
     again = cli("convert", str(big_folder), str(output), *CONVERT_ARGS)
     stdout, stderr = again.communicate(timeout=300)
     assert again.returncode == 0, stderr
@@ -249,7 +276,7 @@ def test_kill_9_of_everything_then_the_same_command_ends_byte_identical(big_fold
             convert(big_folder, output, shape=(32, 32), images_per_file=2, progress=False)
     finally:
         kill_group(process)
-    assert written < 60 and not (output / "manifest.json").exists()
+    assert written < 60 and not (output / MANIFEST_FILE).exists()
     again = cli("convert", str(big_folder), str(output), *CONVERT_ARGS)
     stdout, stderr = again.communicate(timeout=300)
     assert again.returncode == 0, stderr
@@ -270,12 +297,12 @@ def test_an_interrupted_or_failed_overwrite_keeps_the_old_dataset(big_folder, sm
         wait_for_records(output, 5, process)
     finally:
         kill_group(process)
-    assert {k: v for k, v in tree_digest(output).items() if not k.startswith(WORK_DIR)} == old
+    assert {k: v for k, v in tree_digest(output).items() if not k.startswith(f"{WORK_DIR}/")} == old
     assert len(open_dataset(output)) == 120
     failed = cli("convert", str(small_folder), str(output), "--shape", "8", "8", "--strict", "--overwrite")
     _, stderr = failed.communicate(timeout=300)
     assert failed.returncode == 1 and "(strict mode)" in stderr, stderr
-    assert {k: v for k, v in tree_digest(output).items() if not k.startswith(WORK_DIR)} == old
+    assert {k: v for k, v in tree_digest(output).items() if not k.startswith(f"{WORK_DIR}/")} == old
     again = cli("convert", str(big_folder), str(output), *CONVERT_ARGS, "--mode", "L", "--overwrite")
     stdout, stderr = again.communicate(timeout=300)
     assert again.returncode == 0, stderr

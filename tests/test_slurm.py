@@ -16,6 +16,7 @@ import pytest
 from test_convert_memmap import tree_digest
 
 from raydsconv import convert
+from raydsconv.layout import MANIFEST_FILE
 
 ROOT = Path(__file__).parent.parent
 CONVERT_SBATCH = ROOT / "jobs" / "slurm" / "convert.sbatch"
@@ -172,7 +173,7 @@ def test_warning_signal_stops_the_job_cleanly_and_the_same_job_resumes(tmp_path)
     assert f"SIG{WARNING_SIGNAL}: stopping the conversion" in log and "conversion exited with code 143" in log
     assert re.search(r"teardown [\d.]+ s", log), log[-4000:]
     wait_for(lambda: not job_processes(first.id), 15, f"no process of job {first.id} left")
-    assert not (out / "manifest.json").exists()
+    assert not (out / MANIFEST_FILE).exists()
     # Ray tasks already running when the driver stopped may still finish their shard before the teardown.
     written = len(list(records.glob("*.json")))
     assert 0 < counted <= written < total == 60, log[-4000:]

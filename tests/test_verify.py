@@ -14,6 +14,7 @@ from raydsconv import convert, open_dataset, verify
 from raydsconv.cli import main
 from raydsconv.errors import CorruptDatasetError, ManifestError
 from raydsconv.formats import FORMATS
+from raydsconv.layout import INDEX_FILE, MANIFEST_FILE, META_DIR
 
 pytestmark = pytest.mark.usefixtures("ray_session")
 SHAPE = (16, 20)
@@ -33,7 +34,7 @@ def copy(converted, tmp_path):
 
 
 def manifest_of(root):
-    return json.loads((root / "manifest.json").read_text())
+    return json.loads((root / MANIFEST_FILE).read_text())
 
 
 def shard_file(root, shard):
@@ -99,14 +100,49 @@ def test_a_stray_file_is_a_warning(copy):
     assert len(open_dataset(copy)) > 0
 
 
+def test_a_stray_file_beside_the_manifest_is_named_with_its_folder(copy):
+    (copy / META_DIR / "notes.txt").write_text("hello")
+    report, errors, warnings = problems_of(copy)
+    assert report.ok and errors == [] and warnings == [f"{META_DIR}/notes.txt: is not part of the dataset"]
+
+
+def to_previous_layout(root):
+    """Make ``root`` what raydsconv wrote before manifest version 3: manifest.json and index.parquet
+    beside the shards (the shards' bytes are the same)."""
+    manifest = manifest_of(root)
+    (root / INDEX_FILE).rename(root / "index.parquet")
+    (root / "manifest.json").write_text(json.dumps({**manifest, "format_version": 2, "index_file": "index.parquet"}))
+    shutil.rmtree(root / META_DIR)
+
+
+def test_a_dataset_of_the_previous_layout_opens_and_verifies(copy, converted, capsys):
+    to_previous_layout(copy)
+    report, errors, warnings = problems_of(copy, deep=True)
+    assert report.ok and errors == [] and warnings == [] and report.samples_decoded == report.samples
+    old, new = open_dataset(copy, output="numpy"), open_dataset(converted, output="numpy")
+    assert old.manifest.format_version == 2 and old.manifest.index_file == "index.parquet" and len(old) == len(new)
+    for i in range(len(new)):
+        assert old.source_path(i) == new.source_path(i) and old[i][1] == new[i][1]
+        assert np.array_equal(old[i][0], new[i][0])
+    assert main(["info", str(copy), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["index_file"] == "index.parquet"
+    (copy / "notes.txt").write_text("hello")
+    (copy / "index.parquet").write_bytes(b"\0" * (copy / "index.parquet").stat().st_size)
+    _, errors, warnings = problems_of(copy)
+    assert warnings == ["notes.txt: is not part of the dataset"]
+    assert len(errors) == 1 and errors[0].startswith("index.parquet: cannot be read")
+    with pytest.raises(CorruptDatasetError, match=rf"{copy}: index.parquet: cannot be read"):
+        open_dataset(copy)
+
+
 def test_samples_moved_between_shards_in_the_manifest(copy):
     """Counts edited so that the total stays the same: the index and the shard files disagree."""
     manifest = manifest_of(copy)
     manifest["shards"][0]["num_samples"] -= 2
     manifest["shards"][1]["num_samples"] += 2
-    (copy / "manifest.json").write_text(json.dumps(manifest))
+    (copy / MANIFEST_FILE).write_text(json.dumps(manifest))
     _, errors, _ = problems_of(copy)
-    assert any(e.startswith("index.parquet: sample 2: column 'shard' disagrees") for e in errors)
+    assert any(e.startswith(f"{INDEX_FILE}: sample 2: column 'shard' disagrees") for e in errors)
     dataset = open_dataset(copy)  # cheap checks only: the shard's own header tells at the first read
     with pytest.raises(CorruptDatasetError, match=rf"{copy}: [a-z]+-00000\.\w+: holds"):
         for _ in dataset:  # never a silent stop, never a bare IndexError
@@ -118,14 +154,14 @@ def test_a_shard_file_with_a_count_other_than_the_manifests(copy):
     manifest = manifest_of(copy)
     manifest["shards"][0]["num_samples"] -= 1
     manifest["shards"][1]["num_samples"] += 1
-    (copy / "manifest.json").write_text(json.dumps(manifest))
-    index = pq.read_table(copy / "index.parquet")
+    (copy / MANIFEST_FILE).write_text(json.dumps(manifest))
+    index = pq.read_table(copy / INDEX_FILE)
     counts = [s["num_samples"] for s in manifest["shards"]]
     shard = np.repeat(np.arange(len(counts)), counts)
     row = np.concatenate([np.arange(c) for c in counts])
     index = index.set_column(index.schema.get_field_index("shard"), "shard", [shard])
     index = index.set_column(index.schema.get_field_index("row"), "row", [row])
-    pq.write_table(index, copy / "index.parquet")
+    pq.write_table(index, copy / INDEX_FILE)
     report, errors, _ = problems_of(copy)
     assert not report.ok
     name = shard_file(copy, 0)
@@ -140,10 +176,10 @@ def test_a_shard_file_with_a_count_other_than_the_manifests(copy):
 
 
 def test_a_corrupted_index(copy):
-    size = (copy / "index.parquet").stat().st_size
-    (copy / "index.parquet").write_bytes(b"\0" * size)
+    size = (copy / INDEX_FILE).stat().st_size
+    (copy / INDEX_FILE).write_bytes(b"\0" * size)
     _, errors, _ = problems_of(copy)
-    assert len(errors) == 1 and errors[0].startswith("index.parquet: cannot be read")
+    assert len(errors) == 1 and errors[0].startswith(f"{INDEX_FILE}: cannot be read")
     with pytest.raises(CorruptDatasetError, match=r"index.parquet: cannot be read"):
         open_dataset(copy)
 
@@ -152,7 +188,7 @@ def test_two_swapped_shard_entries(copy):
     manifest = manifest_of(copy)
     shards = manifest["shards"]
     shards[0]["files"], shards[1]["files"] = shards[1]["files"], shards[0]["files"]
-    (copy / "manifest.json").write_text(json.dumps(manifest))
+    (copy / MANIFEST_FILE).write_text(json.dumps(manifest))
     _, errors, _ = problems_of(copy)
     assert len(errors) == 1 and "shard 0 lists" in errors[0] and "a file of another shard" in errors[0]
     with pytest.raises(ManifestError, match="a file of another shard"):
@@ -163,7 +199,7 @@ def test_two_swapped_shard_entries(copy):
 def test_shard_paths_outside_the_dataset_are_refused(copy, name):
     manifest = manifest_of(copy)
     next(iter(manifest["shards"][0]["files"].values()))["name"] = name
-    (copy / "manifest.json").write_text(json.dumps(manifest))
+    (copy / MANIFEST_FILE).write_text(json.dumps(manifest))
     with pytest.raises(ManifestError, match="not a relative path inside the dataset"):
         open_dataset(copy)
     assert not verify(copy).ok
@@ -191,7 +227,7 @@ def test_a_flipped_label_is_caught_when_read(small_folder, tmp_path):
 def test_undecodable_image_bytes_name_the_sample(small_folder, tmp_path):
     output = tmp_path / "ds"
     convert(small_folder, output, format="tar", images_per_file=4, progress=False)
-    index = pq.read_table(output / "index.parquet").to_pydict()
+    index = pq.read_table(output / INDEX_FILE).to_pydict()
     sample = 5
     offset, size = index["data_offset"][sample], index["data_size"][sample]
     name = shard_file(output, index["shard"][sample])
@@ -202,11 +238,11 @@ def test_undecodable_image_bytes_name_the_sample(small_folder, tmp_path):
     assert f"{name}: sha256 differs from the manifest's: the file's contents changed" in problems
     with pytest.raises(CorruptDatasetError, match=rf"sample {sample} \({name}, row {index['row'][sample]}\) cannot be read"):
         open_dataset(output)[sample]
-    data = bytearray((output / "manifest.json").read_bytes())  # forget the hash: --deep still finds it
+    data = bytearray((output / MANIFEST_FILE).read_bytes())  # forget the hash: --deep still finds it
     manifest = json.loads(data)
     files = manifest["shards"][index["shard"][sample]]["files"]["samples"]
     files["sha256"] = __import__("hashlib").sha256((output / name).read_bytes()).hexdigest()
-    (output / "manifest.json").write_text(json.dumps(manifest))
+    (output / MANIFEST_FILE).write_text(json.dumps(manifest))
     assert verify(output).ok
     problems = [str(p) for p in verify(output, deep=True).errors]
     assert problems and problems[0].startswith(f"{name}: sample {sample}: cannot be decoded")

@@ -19,6 +19,7 @@ from raydsconv import ConversionError, convert, open_dataset
 from raydsconv.conversion import make_plan
 from raydsconv.formats import FORMATS, Format, register
 from raydsconv.formats.base import ShardWriter
+from raydsconv.layout import MANIFEST_FILE
 from raydsconv.prepare import Preparation
 from raydsconv.shards import ShardJob, Target
 
@@ -103,7 +104,7 @@ def test_strict_mode_fails_naming_the_item_in_bounded_time(tmp_path):
     message = str(failed.value)
     assert seconds < TIME_LIMIT
     assert "\n" not in message and message.startswith(f"{CRASHING}: ") and "signal 11" in message, message
-    assert not (tmp_path / "strict" / "manifest.json").exists()
+    assert not (tmp_path / "strict" / MANIFEST_FILE).exists()
 
 
 # --- isolation itself, without Ray -------------------------------------------------------------------

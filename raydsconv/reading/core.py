@@ -57,7 +57,7 @@ class Fetched:
 
 class DatasetReader:
     """Args:
-    path: the dataset (the folder holding ``manifest.json``, or the top of a several-formats output
+    path: the dataset (the output folder, holding the shards, or the top of a several-formats output
         with ``format``).
     format: expected format; required to pick one of a several-formats output.
     verify: check every file's sha256 (``raydsconv.verify``) before returning.

@@ -34,7 +34,7 @@ class ShardedDataset(Dataset):
     images (``none``) the image alone, so that a DataLoader batches images as it batches tensors.
 
     Args:
-        dataset_path: the dataset directory (the one holding ``manifest.json``).
+        dataset_path: the dataset directory (the output folder, holding the shards).
         transform: applied to the image, as with torchvision's ImageFolder.
         target_transform: applied to the label (or the mask).
         transforms: instead of those two, one callable ``(image, target) -> (image, target)``, as
