@@ -23,6 +23,7 @@ from raydsconv import convert, open_dataset, verify
 from raydsconv.errors import InvalidArgumentError, ManifestError
 from raydsconv.formats import FORMATS, get_format, register
 from raydsconv.images import ImageSpec, prepare_image, prepare_pil_image
+from raydsconv.layout import MANIFEST_FILE
 from raydsconv.samples import jpeg_bytes, photo_like
 
 pytestmark = pytest.mark.usefixtures("ray_session")
@@ -195,7 +196,7 @@ def test_dense_names_are_aliases_and_dense_true_still_means_masks(tmp_path):
     raydsconv.DenseMemmapConverter(source, tmp_path / "a", shape=(18, 24)).convert()
     convert(source, tmp_path / "b", shape=(18, 24), dense=True, progress=False)
     convert(source, tmp_path / "c", shape=(18, 24), target="mask", progress=False)
-    manifests = [json.loads((tmp_path / name / "manifest.json").read_text()) for name in "abc"]
+    manifests = [json.loads((tmp_path / name / MANIFEST_FILE).read_text()) for name in "abc"]
     assert manifests[0]["shards"] == manifests[1]["shards"] == manifests[2]["shards"]
     assert manifests[0]["params"]["dense"] is True
     assert raydsconv.DenseMemmapReader(tmp_path / "a").dense
@@ -212,9 +213,9 @@ def test_a_format_that_stores_class_labels_only_refuses_other_kinds(flat_folder,
 
 def test_a_dataset_of_an_unknown_kind_names_what_to_import(small_folder, tmp_path):
     convert(small_folder, tmp_path / "ds", shape=SHAPE, progress=False)
-    manifest = json.loads((tmp_path / "ds" / "manifest.json").read_text())
+    manifest = json.loads((tmp_path / "ds" / MANIFEST_FILE).read_text())
     manifest["params"]["target"] = "bounding_boxes"
-    (tmp_path / "ds" / "manifest.json").write_text(json.dumps(manifest))
+    (tmp_path / "ds" / MANIFEST_FILE).write_text(json.dumps(manifest))
     with pytest.raises(ManifestError, match="kind 'bounding_boxes', which is not registered here; import"):
         open_dataset(tmp_path / "ds")
 
