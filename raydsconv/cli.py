@@ -52,7 +52,11 @@ def _parser() -> argparse.ArgumentParser:
                          help="with --dense: uint8 class indices (L, default), uint16 ones (I;16) or colours (RGB)")
     convert.add_argument("--mask-pad-value", type=int,
                          help="with --dense and --resize pad: the masks' letterbox value (default: 255)")
-    convert.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    convert.add_argument("--no-progress", action="store_true",
+                         help="print only the summary: no phases, no progress bar")
+    convert.add_argument("--verbose", action="store_true",
+                         help="also show Ray's own log lines and its workers' output (by default they go to a "
+                         "file that the summary names)")
 
     info = commands.add_parser("info", help="describe a converted dataset")
     info.add_argument("dataset")
@@ -87,6 +91,8 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    if getattr(args, "verbose", False):
+        logging.getLogger("raydsconv").setLevel(logging.INFO)
     try:
         if args.command == "convert":
             return _convert(args)
@@ -123,11 +129,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _log_traceback(error: BaseException) -> None:
     """The terminal gets one line; the full traceback (with a Ray task's, for an error from one) is
     appended to ``raydsconv.log`` in the logs folder of this process's Ray session, if Ray ran."""
-    ray = sys.modules.get("ray")
+    from raydsconv.cluster import session_log
+
+    log = session_log()
+    if log is None:
+        return
     try:
-        if ray is None or not ray.is_initialized():
-            return
-        log = Path(ray._private.worker._global_node.get_logs_dir_path()) / "raydsconv.log"
         with open(log, "a") as file:  # not through logging: it would print its own failures to stderr
             file.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} raydsconv {' '.join(sys.argv[1:])}\n")
             file.write("".join(traceback.format_exception(type(error), error, error.__traceback__)))
@@ -162,6 +169,7 @@ def _convert(args: argparse.Namespace) -> int:
         validation=args.validate,
         root_in_archive=args.root_in_archive,
         format_options={"hdf5": {"compression": args.hdf5_compression}} if args.hdf5_compression else None,
+        verbose=args.verbose,
         progress=not args.no_progress,
         dense=args.dense,
         **mask_options,

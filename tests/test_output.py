@@ -1,0 +1,153 @@
+"""What a person reads: our phase lines, one progress bar counting images and the summary; Ray's own
+log lines in a file the summary names (on the terminal only with --verbose)."""
+
+from __future__ import annotations
+
+import fcntl
+import io
+import os
+import pty
+import re
+import select
+import struct
+import subprocess
+import sys
+import termios
+import time
+from pathlib import Path
+
+import pytest
+
+from raydsconv import progress as progress_module
+from raydsconv.progress import Progress
+from raydsconv.shards import ProgressNote, read_progress_notes
+
+# What Ray writes when it is let through: its log format, its messages, its workers' prefixes.
+RAY_LINE = re.compile(r"\b(INFO|WARNING|DEBUG)\b|streaming_executor|Full logs|ray[-_.]data|DataContext|"
+                      r"Token authentication|Progress bars|Active & requested|\(pid=|\(raylet|Dataset dataset_")
+
+
+def cli_env(**extra: str) -> dict[str, str]:
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled", **extra}
+    env.pop("RAY_ADDRESS", None)
+    return env
+
+
+def run_in_terminal(*args: str, timeout: float = 300) -> tuple[int, str, str]:
+    """The CLI with stderr on a terminal (120 columns) and stdout on a pipe: (exit code, stdout, stderr)."""
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 30, 120, 0, 0))
+    process = subprocess.Popen([sys.executable, "-m", "raydsconv.cli", *args], stdout=subprocess.PIPE,
+                               stderr=slave, env=cli_env())
+    os.close(slave)
+    err, deadline = b"", time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            if select.select([master], [], [], 0.2)[0]:
+                try:
+                    chunk = os.read(master, 65536)
+                except OSError:  # the other end is closed
+                    break
+                if not chunk:
+                    break
+                err += chunk
+            elif process.poll() is not None:
+                break
+        out = process.stdout.read()
+        process.wait(timeout=max(deadline - time.monotonic(), 1))
+    finally:
+        os.close(master)
+        if process.poll() is None:
+            process.kill()
+    return process.returncode, out.decode(), err.decode()
+
+
+def test_a_cli_conversion_in_a_terminal_shows_phases_one_bar_of_images_and_the_summary(small_folder, tmp_path):
+    code, out, err = run_in_terminal("convert", str(small_folder), str(tmp_path / "ds"), "--shape", "16", "16",
+                                     "--images-per-file", "5", "--num-workers", "2")
+    assert code == 0, err
+    lines = [line for line in re.split(r"[\r\n]+", err) if line.strip()]
+    assert not [line for line in lines if RAY_LINE.search(line)], err
+    assert lines[0] == "listed 37 inputs in 5 classes"
+    assert lines[1] == "starting Ray (2 CPUs)…"
+    bars = lines[2:]
+    assert bars and all(line.startswith("converting: ") for line in bars), err
+    assert re.match(r"converting: 100%\|.*\| 37/37 \[.* images/s, 4 skipped\]", bars[-1].strip()), bars[-1]
+    summary = out.strip().splitlines()
+    assert summary[0] == f"converted 33 of 37 inputs into 8 shards of memmap at {tmp_path / 'ds'}"
+    log = Path(summary[-1].removeprefix("Ray's log: "))
+    assert summary[-1].startswith("Ray's log: /") and log.name == "raydsconv.log"
+    assert "execution finished" in log.read_text()  # Ray Data's lines went there
+
+
+def test_verbose_lets_ray_through_and_a_log_gets_plain_lines(small_folder, tmp_path):
+    done = subprocess.run([sys.executable, "-m", "raydsconv.cli", "convert", str(small_folder), str(tmp_path / "ds"),
+                           "--format", "tar", "--images-per-file", "100", "--verbose"],
+                          capture_output=True, text=True, env=cli_env(), timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "listed 37 inputs in 5 classes\nstarting Ray (" in done.stderr
+    assert "converting: 0 of 37 images\n" in done.stderr  # no terminal: a plain line, then one every 30 s
+    assert "execution finished" in done.stderr  # Ray Data's INFO lines
+    assert "into 1 shard of tar" in done.stdout and "Ray's log" not in done.stdout
+
+
+@pytest.mark.usefixtures("ray_session")
+def test_the_python_api_prints_phases_with_progress_and_nothing_without(small_folder, tmp_path, capfd):
+    from raydsconv import convert
+
+    report = convert(small_folder, tmp_path / "quiet", format="ipc", images_per_file=100, progress=False)
+    assert capfd.readouterr() == ("", "")
+    assert "into 1 shard of ipc" in report.summary()
+    assert report.ray_log is not None and report.summary().endswith(f"Ray's log: {report.ray_log}")
+
+    convert(small_folder, tmp_path / "shown", format="ipc", images_per_file=10)
+    out, err = capfd.readouterr()
+    assert out == "" and err == "listed 37 inputs in 5 classes\nconverting: 0 of 37 images\n"  # Ray was running
+
+
+def test_the_data_context_comes_without_ray_deprecation_warnings():
+    """Ray 2.60 warns about three settings nobody set whenever it makes a DataContext."""
+    code = "from raydsconv.cluster import data_context\ndata_context()\n"
+    done = subprocess.run([sys.executable, "-W", "error::DeprecationWarning", "-c", code], capture_output=True,
+                          text=True, env=cli_env(), timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+
+
+# --- the bar itself, fed by hand --------------------------------------------------------------------
+
+def test_the_plain_bar_counts_finished_shards_and_the_notes_of_running_ones(monkeypatch):
+    monkeypatch.setattr(progress_module, "PLAIN_EVERY_S", 0.0)
+    stream = io.StringIO()
+    notes = {2: (40, 1), 3: (10, 0)}
+    with Progress(stream=stream).images(300, done=100, skipped=2, poll=lambda finished: notes) as bar:
+        bar.partial = notes  # what the poll thread sets
+        bar.finished(2, 100, 3)  # shard 2's record supersedes its note
+        assert bar.counts() == (100 + 100 + 10, 2 + 3 + 0)
+    lines = stream.getvalue().splitlines()
+    assert lines[0] == "converting: 100 of 300 images"
+    assert re.fullmatch(r"converting: 210 of 300 images \(70%\), [\d,]+ images/s, [\d:]+ left, 5 skipped", lines[1])
+
+
+def test_progress_false_writes_nothing():
+    stream = io.StringIO()
+    progress = Progress(enabled=False, stream=stream)
+    progress.say("starting Ray")
+    with progress.images(10, poll=lambda finished: {0: (5, 0)}) as bar:
+        bar.finished(0, 10, 1)
+    assert stream.getvalue() == ""
+
+
+def test_progress_notes_are_throttled_and_read_back(tmp_path, monkeypatch):
+    import raydsconv.shards
+
+    note = ProgressNote(tmp_path, 7)
+    note.write(32, 0)  # less than PROGRESS_NOTE_EVERY_S after the task began: not written
+    assert read_progress_notes(tmp_path, set()) == {}
+    monkeypatch.setattr(raydsconv.shards, "PROGRESS_NOTE_EVERY_S", 0.0)
+    note.write(64, 1)
+    (tmp_path / "00007.json").write_text("{}")  # a record: not a note
+    (tmp_path / "00008.progress").write_text("3")  # caught half-written
+    assert read_progress_notes(tmp_path, set()) == {7: (64, 1)}
+    assert read_progress_notes(tmp_path, {7}) == {}
+    note.remove()
+    assert not (tmp_path / "00007.progress").exists()
