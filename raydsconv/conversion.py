@@ -126,9 +126,10 @@ def convert(
         output: the dataset directory to create. Running the same conversion again resumes an
             unfinished one (keeping the shards it wrote) and does nothing for a finished one; an output
             holding anything else is refused unless ``overwrite``.
-        format: the output format (``raydsconv.formats.FORMATS`` lists them), or several
-            (a list, or "memmap,parquet"): one read of the source writes each into ``output/<format>``.
-        shape: ``(height, width)`` of every stored image (fixed-size formats).
+        format: the output format (``raydsconv.formats.FORMATS`` lists them; default ``"memmap"``), or
+            several (a list, or "memmap,parquet"): one read of the source writes each into ``output/<format>``.
+        shape: ``(height, width)`` of every stored image (fixed-size formats; flexible ones keep the
+            original images, and ignore it with a warning).
         mode: ``"RGB"`` or ``"L"``.
         resize: ``"stretch"``, ``"crop"`` (short side, centre crop) or ``"pad"`` (letterbox).
         images_per_file: samples per shard (inputs per shard; skipped inputs make a shard shorter).
@@ -174,6 +175,9 @@ def convert(
                 pad_value=pad_value, max_pixels=max_pixels, validation=validation, root_in_archive=root_in_archive,
                 format_options=format_options, dense=dense, mask_mode=mask_mode, mask_pad_value=mask_pad_value,
             )
+            if shape is not None and plan.image is None:
+                logger.warning("shape=%r is ignored: %s keep%s the original images", shape,
+                               " and ".join(fmt.name for fmt in plan.formats), "s" if len(plan.formats) == 1 else "")
             if listing.description.get("root"):
                 _check_output_location(output, Path(listing.description["root"]))
             check_output_path(output)

@@ -1,10 +1,11 @@
 """What a person reads: our phase lines, one progress bar counting images and the summary; Ray's own
-log lines in a file the summary names (on the terminal only with --verbose)."""
+log lines in a file the summary names (on the terminal only with --verbose); errors in the CLI's words."""
 
 from __future__ import annotations
 
 import fcntl
 import io
+import logging
 import os
 import pty
 import re
@@ -19,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from raydsconv import progress as progress_module
+from raydsconv.cli import main
 from raydsconv.progress import Progress
 from raydsconv.shards import ProgressNote, read_progress_notes
 
@@ -103,6 +105,50 @@ def test_the_python_api_prints_phases_with_progress_and_nothing_without(small_fo
     convert(small_folder, tmp_path / "shown", format="ipc", images_per_file=10)
     out, err = capfd.readouterr()
     assert out == "" and err == "listed 37 inputs in 5 classes\nconverting: 0 of 37 images\n"  # Ray was running
+
+
+@pytest.mark.usefixtures("ray_session")
+def test_shape_with_only_flexible_formats_is_refused_by_the_cli_and_warned_by_the_api(small_folder, tmp_path,
+                                                                                     capsys, caplog):
+    from raydsconv import convert
+
+    assert main(["convert", str(small_folder), str(tmp_path / "o"), "--format", "parquet,tar", "--shape", "8", "8"]) == 2
+    err = capsys.readouterr().err
+    assert err == ("raydsconv: error: --shape is for the formats that store resized pixels (memmap and hdf5); "
+                   "--format parquet,tar keeps the original images: leave out --shape\n")
+    with caplog.at_level(logging.WARNING, logger="raydsconv"):
+        convert(small_folder, tmp_path / "p", format="parquet", shape=(8, 8), progress=False)
+    assert "shape=(8, 8) is ignored: parquet keeps the original images" in caplog.text
+
+
+@pytest.mark.parametrize("argv, message", [
+    ([], "format 'memmap' stores one image size: give --shape H W"),
+    (["--shape", "0", "8"], "--shape H W must be two positive integers, got 0 8"),
+    (["--shape", "8", "8", "--images-per-file", "0"], "--images-per-file must be a positive integer, got 0"),
+    (["--shape", "8", "8", "--batch-size", "0"], "--batch-size must be a positive integer, got 0"),
+    (["--shape", "8", "8", "--num-workers", "-1"], "--num-workers must be a non-negative integer, got -1"),
+    (["--format", "tar", "--hdf5-compression", "gzip"],
+     "--hdf5-compression is for --format hdf5, which this conversion does not write"),
+])
+def test_cli_errors_name_the_flags(small_folder, tmp_path, capsys, argv, message):
+    assert main(["convert", str(small_folder), str(tmp_path / "o"), *argv]) == 2
+    assert capsys.readouterr().err == f"raydsconv: error: {message}\n"
+
+
+@pytest.mark.usefixtures("ray_session")
+def test_bench_on_several_formats_asks_for_the_flag(small_folder, tmp_path, capsys):
+    from raydsconv import convert
+
+    convert(small_folder, tmp_path / "two", format="memmap,tar", shape=(8, 8), images_per_file=50, progress=False)
+    assert main(["bench", str(tmp_path / "two")]) == 2
+    assert capsys.readouterr().err == (f"raydsconv: error: {tmp_path / 'two'} holds several formats (memmap, tar); "
+                                       "pass --format NAME\n")
+
+
+def test_version(capsys):
+    with pytest.raises(SystemExit) as stopped:
+        main(["--version"])
+    assert stopped.value.code == 0 and re.fullmatch(r"raydsconv \d+\.\d+\.\d+\n", capsys.readouterr().out)
 
 
 def test_the_data_context_comes_without_ray_deprecation_warnings():
