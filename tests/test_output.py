@@ -151,6 +151,18 @@ def test_version(capsys):
     assert stopped.value.code == 0 and re.fullmatch(r"raydsconv \d+\.\d+\.\d+\n", capsys.readouterr().out)
 
 
+@pytest.mark.usefixtures("ray_session")
+def test_bench_leaves_out_batch_sizes_larger_than_what_it_reads(small_folder, tmp_path, capsys, caplog):
+    from raydsconv import convert
+
+    convert(small_folder, tmp_path / "ds", shape=(8, 8), images_per_file=10, progress=False)
+    assert main(["bench", str(tmp_path / "ds"), "--batch-sizes", "4", "64", "--samples", "30", "--max-workers", "0"]) == 0
+    out = capsys.readouterr().out
+    rows = out.splitlines()[1:out.splitlines().index("")]
+    assert rows and all(row.split()[1] == "4" for row in rows) and "nan" not in out, out
+    assert "batch size 64 not measured: 30 samples make a single batch" in caplog.text  # on stderr in the CLI
+
+
 def test_the_data_context_comes_without_ray_deprecation_warnings():
     """Ray 2.60 warns about three settings nobody set whenever it makes a DataContext."""
     code = "from raydsconv.cluster import data_context\ndata_context()\n"
