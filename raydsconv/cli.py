@@ -107,7 +107,8 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--json", action="store_true", help="print the measurements as JSON")
 
     demo = commands.add_parser("demo", help="convert generated sample images and read them back")
-    demo.add_argument("--workdir", help="where to write the sample folder and the dataset (default: a temp dir)")
+    demo.add_argument("--workdir", help="where to write the sample folder and the dataset, and keep them "
+                      "(default: a temporary folder, removed at the end)")
     demo.add_argument("--num-images", type=int, default=300)
     return parser
 

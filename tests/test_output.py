@@ -163,6 +163,15 @@ def test_bench_leaves_out_batch_sizes_larger_than_what_it_reads(small_folder, tm
     assert "batch size 64 not measured: 30 samples make a single batch" in caplog.text  # on stderr in the CLI
 
 
+def test_demo_without_a_workdir_removes_its_files_and_says_so(tmp_path):
+    done = subprocess.run([sys.executable, "-m", "raydsconv.cli", "demo", "--num-images", "8"], capture_output=True,
+                          text=True, env=cli_env(TMPDIR=str(tmp_path), RAY_TMPDIR="/tmp"), timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    removed = re.search(r"removed (\S+) \((\d+) MB\); give --workdir DIR to keep the files", done.stdout)
+    assert removed and Path(removed[1]).parent == tmp_path and not Path(removed[1]).exists(), done.stdout
+    assert not [line for line in done.stderr.splitlines() if RAY_LINE.search(line)], done.stderr
+
+
 def test_the_data_context_comes_without_ray_deprecation_warnings():
     """Ray 2.60 warns about three settings nobody set whenever it makes a DataContext."""
     code = "from raydsconv.cluster import data_context\ndata_context()\n"
