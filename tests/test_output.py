@@ -180,6 +180,25 @@ def test_the_data_context_comes_without_ray_deprecation_warnings():
     assert done.returncode == 0, done.stderr[-2000:]
 
 
+@pytest.mark.usefixtures("ray_session")
+def test_flexible_formats_decode_to_arrays_torch_takes_without_a_warning(small_folder, tmp_path):
+    """torch warns about a tensor of a read-only array, and numpy's view of a PIL image is one."""
+    from raydsconv import convert
+
+    convert(small_folder, tmp_path / "ds", format="parquet", images_per_file=100, progress=False)
+    code = (
+        "import raydsconv, torch\n"
+        f"ds = raydsconv.open_dataset({str(tmp_path / 'ds')!r}, output='tensor')\n"
+        "image, label = ds[0]\n"
+        "array, label = raydsconv.open_dataset(ds.dataset_path, output='numpy')[1]\n"
+        "assert array.flags.writeable\n"
+        "torch.utils.data.default_collate([array, array])\n"
+    )
+    done = subprocess.run([sys.executable, "-W", "error", "-c", code], capture_output=True, text=True,
+                          env=cli_env(), timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+
+
 # --- the bar itself, fed by hand --------------------------------------------------------------------
 
 def test_the_plain_bar_counts_finished_shards_and_the_notes_of_running_ones(monkeypatch):
