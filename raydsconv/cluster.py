@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import importlib
+import io
 import logging
 import os
 import socket
@@ -13,6 +16,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from raydsconv.errors import ClusterUnreachableError, InvalidArgumentError
+from raydsconv.progress import counted
 
 logger = logging.getLogger(__name__)
 
@@ -55,7 +59,7 @@ def ensure_ray(address: str | None = None, *, num_cpus: int | None = None, say: 
     if address is None and not os.environ.get("RAY_ADDRESS"):
         num_cpus = num_cpus or available_cpus()
         if say:
-            say(f"starting Ray ({num_cpus} CPU{'s' if num_cpus != 1 else ''})…")
+            say(f"starting Ray ({counted(num_cpus, 'CPU')})…")
         ray.init(
             num_cpus=num_cpus,
             include_dashboard=False,
@@ -112,6 +116,7 @@ class RayLog(logging.Handler):
         self.path: Path | None = None
         self.warnings = 0
         self.waiting: list[logging.LogRecord] = []
+        self.printed_on_import = ""  # what importing Ray printed, for the file too
         self.file: logging.FileHandler | None = None
         # Ray's own format (ray.init gives it to every handler of the "ray" logger anyway)
         self.setFormatter(logging.Formatter("%(asctime)s\t%(levelname)s %(filename)s:%(lineno)s -- %(message)s"))
@@ -134,6 +139,8 @@ class RayLog(logging.Handler):
             return False
         self.file.setFormatter(self.formatter)
         self.path = path
+        if self.printed_on_import:
+            self.file.stream.write(self.printed_on_import)
         for record in self.waiting:
             self.file.emit(record)
         self.waiting.clear()
@@ -156,8 +163,12 @@ def ray_logs_to_file(enabled: bool = True) -> Iterator[RayLog]:
     if not enabled:
         yield log
         return
-    import ray.data  # noqa: F401  (sets up the loggers of Ray and Ray Data, changed below)
-
+    if any(name not in sys.modules for name in RAY_LOGGERS):  # importing them sets up the handlers changed below
+        printed = io.StringIO()
+        with contextlib.redirect_stderr(printed):  # and may print (in Jupyter without ipywidgets: advice to install it)
+            for name in RAY_LOGGERS:
+                importlib.import_module(name)
+        log.printed_on_import = printed.getvalue()
     saved = {}
     for name in RAY_LOGGERS:
         ray_logger = logging.getLogger(name)
