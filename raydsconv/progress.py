@@ -14,6 +14,8 @@ import time
 import warnings
 from typing import Callable, Mapping, TextIO
 
+from tqdm import tqdm
+
 PLAIN_EVERY_S = 30.0  # a line this often where no bar can be drawn
 POLL_EVERY_S = 0.5  # how often the bar asks for the counts of the shards being written
 
@@ -135,7 +137,7 @@ class ImagesBar:
             return
         self.last_line = now
         rate = (done - self.base[0]) / max(now - self.started, 1e-9)
-        left = f"{_duration((self.total - done) / rate)} left" if rate > 0 else "time left unknown"
+        left = f"{tqdm.format_interval((self.total - done) / rate)} left" if rate > 0 else "time left unknown"
         self.progress.say(f"converting: {done:,} of {counted(self.total, 'image')} ({100 * done / max(self.total, 1):.0f}%), "
                           f"{rate:,.0f} images/s, {left}, {skipped:,} skipped")
 
@@ -148,9 +150,3 @@ class ImagesBar:
                 if exc_info[0] is None:
                     self._show()
                 self.bar.close()
-
-
-def _duration(seconds: float) -> str:
-    seconds = int(seconds + 0.5)
-    hours, rest = divmod(seconds, 3600)
-    return f"{hours}:{rest // 60:02d}:{rest % 60:02d}" if hours else f"{rest // 60}:{rest % 60:02d}"
