@@ -4,6 +4,7 @@ the page cache first) and warm; then a recommendation. No Ray involved."""
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from dataclasses import asdict, dataclass
@@ -15,6 +16,8 @@ from torch.utils.data import DataLoader, RandomSampler
 
 from raydsconv.cluster import available_cpus
 from raydsconv.reading.dataset import ShardedDataset, collate, open_dataset
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -70,6 +73,14 @@ def run_bench(path: str | os.PathLike, *, format: str | None = None, batch_sizes
     if outputs is None:
         outputs = ("tensor", "pil") if probe.reader.fixed_size else ("bytes", "tensor")
     bytes_per_sample = sum(f.bytes for s in probe.manifest.shards for f in s.files.values()) / max(len(probe), 1)
+    # The clock starts at the first batch: a batch size needs a second one to be measured at all.
+    read = min(samples, len(probe))
+    too_large = [size for size in batch_sizes if size >= read]
+    if too_large:
+        logger.warning("batch size%s %s not measured: %d samples make a single batch (the first batch is not timed); "
+                       "use smaller batch sizes or more samples", "s" if len(too_large) > 1 else "",
+                       ", ".join(map(str, too_large)), read)
+    batch_sizes = tuple(size for size in batch_sizes if size < read)
     workers = range(0, (max_workers if max_workers is not None else available_cpus()) + 1)
     results = []
     for output in outputs:

@@ -5,13 +5,34 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import re
 import sys
 import time
 import traceback
 from pathlib import Path
 from typing import Sequence
 
+from raydsconv import __version__
 from raydsconv.errors import ConversionInterrupted, InvalidArgumentError, ManifestError, RaydsconvError
+
+# The library's messages name its parameters; the CLI's name its flags.
+_FLAG_WORDS = [
+    (re.compile(r"\bshape must be two positive integers \(height, width\), got \((\S+), (\S+)\)"),
+     r"--shape H W must be two positive integers, got \1 \2"),
+    (re.compile(r"\bshape=\(height, width\)"), "--shape H W"),
+    (re.compile(r"\bformat=<one of them>"), "--format NAME"),
+    (re.compile(r"^format_options for hdf5, which this conversion does not write$"),
+     "--hdf5-compression is for --format hdf5, which this conversion does not write"),
+    (re.compile(r"(?<![\w/.-])(images_per_file|batch_size|num_workers|mask_mode|mask_pad_value|root_in_archive)(?![\w/.])"),
+     lambda match: "--" + match.group(1).replace("_", "-")),
+]
+
+
+def in_flag_words(message: str) -> str:
+    """An error message of the library as the CLI's user reads it: ``--shape H W``, not ``shape=``."""
+    for pattern, replacement in _FLAG_WORDS:
+        message = pattern.sub(replacement, message)
+    return message
 
 
 class _OneLineParser(argparse.ArgumentParser):
@@ -23,6 +44,7 @@ class _OneLineParser(argparse.ArgumentParser):
 
 def _parser() -> argparse.ArgumentParser:
     parser = _OneLineParser(prog="raydsconv", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"raydsconv {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_OneLineParser)
 
     convert = commands.add_parser("convert", help="convert an image folder into a sharded dataset")
@@ -30,8 +52,10 @@ def _parser() -> argparse.ArgumentParser:
                          "with --dense a folder of images/ and masks/ (or VOC's JPEGImages/ and SegmentationClass/)")
     convert.add_argument("output", help="dataset directory to create")
     convert.add_argument("--format", default="memmap",
-                         help="output format(s): memmap, hdf5, parquet, ipc, tar; several as memmap,parquet")
-    convert.add_argument("--shape", nargs=2, type=int, metavar=("H", "W"), help="stored image height and width")
+                         help="output format(s): memmap (the default), hdf5 (both store pixels resized to --shape), "
+                         "parquet, ipc, tar (these keep the original files); several as memmap,parquet")
+    convert.add_argument("--shape", nargs=2, type=int, metavar=("H", "W"),
+                         help="stored image height and width (memmap, hdf5: required)")
     convert.add_argument("--mode", default="RGB", help="RGB or L (default: RGB)")
     convert.add_argument("--resize", default="stretch", help="stretch, crop or pad (default: stretch)")
     convert.add_argument("--images-per-file", type=int, default=1000, help="samples per shard (default: 1000)")
@@ -60,7 +84,11 @@ def _parser() -> argparse.ArgumentParser:
                          help="with --dense: uint8 class indices (L, default), uint16 ones (I;16) or colours (RGB)")
     convert.add_argument("--mask-pad-value", type=int,
                          help="with --dense and --resize pad: the masks' letterbox value (default: 255)")
-    convert.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    convert.add_argument("--no-progress", action="store_true",
+                         help="print only the summary: no phases, no progress bar")
+    convert.add_argument("--verbose", action="store_true",
+                         help="also show Ray's own log lines and its workers' output (by default they go to a "
+                         "file that the summary names)")
 
     info = commands.add_parser("info", help="describe a converted dataset")
     info.add_argument("dataset")
@@ -87,7 +115,8 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--json", action="store_true", help="print the measurements as JSON")
 
     demo = commands.add_parser("demo", help="convert generated sample images and read them back")
-    demo.add_argument("--workdir", help="where to write the sample folder and the dataset (default: a temp dir)")
+    demo.add_argument("--workdir", help="where to write the sample folder and the dataset, and keep them "
+                      "(default: a temporary folder, removed at the end)")
     demo.add_argument("--num-images", type=int, default=300)
     return parser
 
@@ -95,6 +124,8 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    if getattr(args, "verbose", False):
+        logging.getLogger("raydsconv").setLevel(logging.INFO)
     try:
         if args.command == "convert":
             return _convert(args)
@@ -113,14 +144,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return run_demo(args.workdir, num_images=args.num_images, say=print)
     except (InvalidArgumentError, ManifestError) as error:
-        print(f"raydsconv: error: {error}", file=sys.stderr)
+        print(f"raydsconv: error: {in_flag_words(str(error))}", file=sys.stderr)
         return 2
     except OSError as error:  # permissions, a full disk, a vanished path, a Ray address that answers not
         print(f"raydsconv: error: {error}", file=sys.stderr)
         _log_traceback(error)
         return 2
     except (RaydsconvError, ConnectionError) as error:
-        print(f"raydsconv: error: {error}", file=sys.stderr)
+        print(f"raydsconv: error: {in_flag_words(str(error))}", file=sys.stderr)
         _log_traceback(error)
         return 1
     except ConversionInterrupted as interrupted:
@@ -131,11 +162,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _log_traceback(error: BaseException) -> None:
     """The terminal gets one line; the full traceback (with a Ray task's, for an error from one) is
     appended to ``raydsconv.log`` in the logs folder of this process's Ray session, if Ray ran."""
-    ray = sys.modules.get("ray")
+    from raydsconv.cluster import session_log
+
+    log = session_log()
+    if log is None:
+        return
     try:
-        if ray is None or not ray.is_initialized():
-            return
-        log = Path(ray._private.worker._global_node.get_logs_dir_path()) / "raydsconv.log"
         with open(log, "a") as file:  # not through logging: it would print its own failures to stderr
             file.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} raydsconv {' '.join(sys.argv[1:])}\n")
             file.write("".join(traceback.format_exception(type(error), error, error.__traceback__)))
@@ -145,7 +177,13 @@ def _log_traceback(error: BaseException) -> None:
 
 def _convert(args: argparse.Namespace) -> int:
     from raydsconv.conversion import convert
+    from raydsconv.formats import FORMATS, get_format
     from raydsconv.sources import SegmentationFolder
+
+    if args.shape and not any(get_format(name.strip()).fixed_size for name in args.format.split(",") if name.strip()):
+        fixed = " and ".join(name for name, fmt in FORMATS.items() if fmt.fixed_size)
+        raise InvalidArgumentError(f"--shape is for the formats that store resized pixels ({fixed}); --format "
+                                   f"{args.format} keeps the original images: leave out --shape")
 
     masks = args.dense or args.target == "mask"
     for option, value in (("--split", args.split), ("--mask-mode", args.mask_mode),
@@ -173,6 +211,7 @@ def _convert(args: argparse.Namespace) -> int:
         validation=args.validate,
         root_in_archive=args.root_in_archive,
         format_options={"hdf5": {"compression": args.hdf5_compression}} if args.hdf5_compression else None,
+        verbose=args.verbose,
         progress=not args.no_progress,
         target=args.target,
         labels=args.labels,

@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+import contextlib
+import importlib
+import io
 import logging
 import os
 import socket
+import sys
 import time
+import warnings
 from contextlib import contextmanager
-from typing import Iterator
+from pathlib import Path
+from typing import Any, Callable, Iterator
 
 from raydsconv.errors import ClusterUnreachableError, InvalidArgumentError
+from raydsconv.progress import counted
 
 logger = logging.getLogger(__name__)
 
@@ -21,6 +28,9 @@ logger = logging.getLogger(__name__)
 CONNECT_TIMEOUT_S = 10.0
 GCS_ATTEMPTS = 1
 
+LOG_NAME = "raydsconv.log"  # in the logs folder of the Ray session
+RAY_LOGGERS = ("ray", "ray.data")  # their lines go to LOG_NAME while a conversion runs (ray_logs_to_file)
+
 
 def available_cpus() -> int:
     """CPUs this process may use (its affinity, e.g. a SLURM or container limit), not the host's."""
@@ -30,11 +40,14 @@ def available_cpus() -> int:
         return os.cpu_count() or 1
 
 
-def ensure_ray(address: str | None = None, *, num_cpus: int | None = None) -> float:
+def ensure_ray(address: str | None = None, *, num_cpus: int | None = None, say: Callable[[str], None] | None = None,
+               log_to_driver: bool = False) -> float:
     """Make sure this process is connected to Ray; return the seconds it took (0 if already connected).
 
     ``address=None`` starts an embedded Ray sized to this process's CPUs, unless ``RAY_ADDRESS`` is
-    set (as under ``ray job submit``), in which case Ray joins that cluster.
+    set (as under ``ray job submit``), in which case Ray joins that cluster. ``say`` hears what is
+    about to take seconds; ``log_to_driver`` prints the workers' output here (Ray's default), else it
+    stays in their log files. A Ray already running in this process is used as it is.
     """
     import ray
 
@@ -44,16 +57,22 @@ def ensure_ray(address: str | None = None, *, num_cpus: int | None = None) -> fl
         return 0.0
     started = time.perf_counter()
     if address is None and not os.environ.get("RAY_ADDRESS"):
+        num_cpus = num_cpus or available_cpus()
+        if say:
+            say(f"starting Ray ({counted(num_cpus, 'CPU')})…")
         ray.init(
-            num_cpus=num_cpus or available_cpus(),
+            num_cpus=num_cpus,
             include_dashboard=False,
             logging_level=logging.WARNING,
+            log_to_driver=log_to_driver,
         )
     else:
         given = address if address is not None else os.environ.get("RAY_ADDRESS")
+        if say:
+            say(f"joining the Ray cluster at {given}…")
         try:
             with _environment("RAY_gcs_server_port_wait_time_s", str(GCS_ATTEMPTS)):
-                ray.init(address=address, logging_level=logging.WARNING)
+                ray.init(address=address, logging_level=logging.WARNING, log_to_driver=log_to_driver)
         except ConnectionError as error:
             raise ClusterUnreachableError(
                 f"cannot join a Ray cluster at {given}: {error}; check the address: the port of the cluster's GCS "
@@ -62,6 +81,112 @@ def ensure_ray(address: str | None = None, *, num_cpus: int | None = None) -> fl
     seconds = time.perf_counter() - started
     logger.info("Ray ready in %.1f s (%s)", seconds, ray.cluster_resources())
     return seconds
+
+
+def data_context() -> Any:
+    """Ray Data's current DataContext. Ray 2.60 warns about three deprecated settings
+    (``use_push_based_shuffle``, ``use_polars``, ``use_arrow_tensor_v2``) whenever it makes one, though
+    nobody set them: not that."""
+    from ray.data import DataContext
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"ray\.data\.context")
+        return DataContext.get_current()
+
+
+def session_log() -> Path | None:
+    """``raydsconv.log`` in the logs folder of this process's Ray session, where Ray's log lines of a
+    conversion and the CLI's tracebacks go; None while Ray is not running here."""
+    ray = sys.modules.get("ray")
+    try:
+        if ray is None or not ray.is_initialized():
+            return None
+        return Path(ray._private.worker._global_node.get_logs_dir_path()) / LOG_NAME
+    except Exception:  # Ray's internals moved
+        return None
+
+
+class RayLog(logging.Handler):
+    """Ray's log lines of one conversion (see ``ray_logs_to_file``): written to ``session_log()``,
+    those that come before Ray has started (its session's folder does not exist yet) kept until it
+    has. ``path``: where they went (None: nowhere yet); ``warnings``: how many were warnings or worse."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.path: Path | None = None
+        self.warnings = 0
+        self.waiting: list[logging.LogRecord] = []
+        self.printed_on_import = ""  # what importing Ray printed, for the file too
+        self.file: logging.FileHandler | None = None
+        # Ray's own format (ray.init gives it to every handler of the "ray" logger anyway)
+        self.setFormatter(logging.Formatter("%(asctime)s\t%(levelname)s %(filename)s:%(lineno)s -- %(message)s"))
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.levelno >= logging.WARNING:
+            self.warnings += 1
+        if self.file is not None or self._open():
+            self.file.emit(record)
+        elif len(self.waiting) < 10_000:
+            self.waiting.append(record)
+
+    def _open(self) -> bool:
+        path = session_log()
+        if path is None:
+            return False
+        try:
+            self.file = logging.FileHandler(path)
+        except OSError:  # that disk is full: the lines are not worth failing for
+            return False
+        self.file.setFormatter(self.formatter)
+        self.path = path
+        if self.printed_on_import:
+            self.file.stream.write(self.printed_on_import)
+        for record in self.waiting:
+            self.file.emit(record)
+        self.waiting.clear()
+        return True
+
+    def close(self) -> None:
+        if self.file is None:
+            self._open()  # Ray started after the last record: the file gets those kept
+        if self.file is not None:
+            self.file.close()
+        super().close()
+
+
+@contextmanager
+def ray_logs_to_file(enabled: bool = True) -> Iterator[RayLog]:
+    """Inside the block, the log lines of Ray and Ray Data in this process go to ``session_log()``
+    instead of the terminal (Ray Data's own files keep theirs too); afterwards the handlers are as
+    they were, and the RayLog says where the lines went. ``enabled=False`` changes nothing."""
+    log = RayLog()
+    if not enabled:
+        yield log
+        return
+    if any(name not in sys.modules for name in RAY_LOGGERS):  # importing them sets up the handlers changed below
+        printed = io.StringIO()
+        with contextlib.redirect_stderr(printed):  # and may print (in Jupyter without ipywidgets: advice to install it)
+            for name in RAY_LOGGERS:
+                importlib.import_module(name)
+        log.printed_on_import = printed.getvalue()
+    saved = {}
+    for name in RAY_LOGGERS:
+        ray_logger = logging.getLogger(name)
+        saved[name] = list(ray_logger.handlers)
+        for console in [h for h in ray_logger.handlers
+                        if isinstance(h, logging.StreamHandler) and not isinstance(h, logging.FileHandler)]:
+            ray_logger.removeHandler(console)
+        ray_logger.addHandler(log)
+    try:
+        yield log
+    finally:
+        for name, handlers in saved.items():
+            ray_logger = logging.getLogger(name)
+            ray_logger.removeHandler(log)
+            for handler in handlers:
+                if handler not in ray_logger.handlers:
+                    ray_logger.addHandler(handler)
+        log.close()
 
 
 def check_address(address: str | None) -> None:

@@ -8,7 +8,9 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
+import logging
 import os
 import time
 from dataclasses import dataclass, field
@@ -24,12 +26,15 @@ from raydsconv.lock import OutputLock
 from raydsconv.manifest import Manifest, load_manifest
 from raydsconv.plan import ConversionPlan, SourcePlan, check_arguments
 from raydsconv.prepare import Preparation
-from raydsconv.shards import ShardJob, Target
+from raydsconv.progress import Progress, counted
+from raydsconv.shards import ShardJob, Target, read_progress_notes
 from raydsconv.signals import Stopped, stop_on_signals
 from raydsconv.targets import Mask, TargetKind
 from raydsconv.sources import LabelsTable, Listing, SegmentationFolder, Skipped, list_source
 from raydsconv.sources.torch_dataset import check_masks_untransformed
 from raydsconv.workspace import Workspace, check_output_path, open_workspace, remove_temporary_files, work_dir
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -49,6 +54,8 @@ class ConversionReport:
     manifests: dict[str, Manifest] = field(repr=False)  # by format
     resumed_shards: int = 0  # shards an earlier, interrupted run of the same plan had written
     already_complete: bool = False  # the output held this very conversion: nothing was done
+    ray_log: Path | None = None  # where Ray's log lines of this run went (None: to the terminal, or no Ray)
+    ray_log_warnings: int = 0  # how many of them were warnings or worse
 
     @property
     def manifest(self) -> Manifest:
@@ -61,22 +68,25 @@ class ConversionReport:
 
     def summary(self) -> str:
         if self.already_complete:
-            return (f"already complete: {self.output} holds this conversion ({self.num_samples} samples in "
-                    f"{self.num_shards} shards of {self.format}); nothing to do")
+            return (f"already complete: {self.output} holds this conversion ({counted(self.num_samples, 'sample')} in "
+                    f"{counted(self.num_shards, 'shard')} of {self.format}); nothing to do")
         lines = [
-            f"converted {self.num_samples} of {self.num_candidates} inputs into {self.num_shards} shards "
-            f"of {self.format} at {self.output}",
-            f"{self.seconds:.1f} s ({self.images_per_second:.0f} images/s; Ray start-up "
-            f"{self.ray_startup_seconds:.1f} s more), {self.bytes_written / 1e6:.1f} MB written "
-            f"by {self.nodes} Ray node{'s' if self.nodes != 1 else ''}",
+            f"converted {self.num_samples:,} of {counted(self.num_candidates, 'input')} into "
+            f"{counted(self.num_shards, 'shard')} of {self.format} at {self.output}",
+            f"{self.seconds:.1f} s ({self.images_per_second:,.0f} images/s; Ray start-up "
+            f"{self.ray_startup_seconds:.1f} s more), {self.bytes_written / 1e6:,.1f} MB written "
+            f"by {counted(self.nodes, 'Ray node')}",
         ]
         if self.resumed_shards:
-            lines.append(f"resumed: {self.resumed_shards} of {self.num_shards} shards were already written")
+            lines.append(f"resumed: {self.resumed_shards:,} of {self.num_shards:,} shards were already written")
         if self.skipped:
-            lines.append(f"skipped {len(self.skipped)} inputs:")
+            lines.append(f"skipped {counted(len(self.skipped), 'input')}:")
             lines.extend(f"  {s.path}: {s.reason}" for s in self.skipped[:20])
             if len(self.skipped) > 20:
-                lines.append(f"  ... and {len(self.skipped) - 20} more (see {MANIFEST_FILE})")
+                lines.append(f"  ... and {len(self.skipped) - 20:,} more (see {MANIFEST_FILE})")
+        if self.ray_log is not None:
+            warned = f" ({counted(self.ray_log_warnings, 'warning')})" if self.ray_log_warnings else ""
+            lines.append(f"Ray's log{warned}: {self.ray_log}")
         return "\n".join(lines)
 
 
@@ -101,6 +111,7 @@ def convert(
     validation: str = "full",
     root_in_archive: str | None = None,
     format_options: dict[str, dict[str, Any]] | None = None,
+    verbose: bool = False,
     progress: bool = True,
     target: str | TargetKind | None = None,
     labels: str | os.PathLike | None = None,
@@ -120,9 +131,10 @@ def convert(
         output: the dataset directory to create. Running the same conversion again resumes an
             unfinished one (keeping the shards it wrote) and does nothing for a finished one; an output
             holding anything else is refused unless ``overwrite``.
-        format: the output format (``raydsconv.formats.FORMATS`` lists them), or several
-            (a list, or "memmap,parquet"): one read of the source writes each into ``output/<format>``.
-        shape: ``(height, width)`` of every stored image (fixed-size formats).
+        format: the output format (``raydsconv.formats.FORMATS`` lists them; default ``"memmap"``), or
+            several (a list, or "memmap,parquet"): one read of the source writes each into ``output/<format>``.
+        shape: ``(height, width)`` of every stored image (fixed-size formats; flexible ones keep the
+            original images, and ignore it with a warning).
         mode: ``"RGB"`` or ``"L"``.
         resize: ``"stretch"``, ``"crop"`` (short side, centre crop) or ``"pad"`` (letterbox).
         images_per_file: samples per shard (inputs per shard; skipped inputs make a shard shorter).
@@ -143,7 +155,10 @@ def convert(
             (catches truncated files), ``"header"`` only parses the header (much faster).
         format_options: per format, e.g. ``{"hdf5": {"compression": "gzip"},
             "parquet": {"row_group_size": 8}, "ipc": {"batch_rows": 256}}``.
-        progress: show Ray Data's progress bars.
+        verbose: let Ray's own log lines (and its workers' output) through to the terminal; by default
+            they go to a file in Ray's session logs, named by ``report.ray_log`` and the summary.
+        progress: show, on stderr, what is happening (starting Ray, ...) and one progress bar counting
+            images (tqdm in a terminal or Jupyter, a line every 30 s elsewhere); False: print nothing.
         target: what each sample carries besides its image (``raydsconv.targets``): ``"class"``
             (default: an int label), ``"mask"`` (segmentation), ``"none"`` (unlabeled images:
             readers give the image alone), or a TargetKind of your own (docs/extending.md).
@@ -173,6 +188,9 @@ def convert(
                 format_options=format_options, target=target, labels=labels, label_columns=label_columns,
                 dense=dense, mask_mode=mask_mode, mask_pad_value=mask_pad_value,
             )
+            if shape is not None and plan.image is None:
+                logger.warning("shape=%r is ignored: %s keep%s the original images", shape,
+                               " and ".join(fmt.name for fmt in plan.formats), "s" if len(plan.formats) == 1 else "")
             if listing.description.get("root"):
                 _check_output_location(output, Path(listing.description["root"]))
             check_output_path(output)
@@ -187,7 +205,7 @@ def convert(
                         return _complete_report(output, plan)
                     return _run(plan, listing, workspace, stopped, lock, batch_size=batch_size,
                                 num_workers=1 if num_workers == 0 else num_workers, address=address, strict=strict,
-                                progress=progress)
+                                progress=Progress(progress), verbose=verbose)
             finally:
                 with contextlib.suppress(OSError):
                     work.rmdir()  # gone once committed; an unfinished conversion keeps its state there
@@ -236,9 +254,10 @@ def make_plan(source: Any, *, root_in_archive: str | None, strict: bool, target:
 
 
 def _run(plan: ConversionPlan, listing: Listing, workspace: Workspace, stopped: Stopped, lock: OutputLock, *,
-         batch_size: int, num_workers: int | None, address: str | None, strict: bool, progress: bool) -> ConversionReport:
+         batch_size: int, num_workers: int | None, address: str | None, strict: bool, progress: Progress,
+         verbose: bool) -> ConversionReport:
     """Write the shards that are missing, then commit."""
-    from raydsconv.cluster import ensure_ray
+    from raydsconv.cluster import ensure_ray, ray_logs_to_file
     from raydsconv.pipeline import run_shards
 
     targets = [Target(fmt.format, dataset_root(workspace.root, fmt.name, plan.several), plan.params(fmt))
@@ -257,19 +276,30 @@ def _run(plan: ConversionPlan, listing: Listing, workspace: Workspace, stopped: 
     records = dict(workspace.done)
     todo = [shard for shard in range(plan.num_shards) if shard not in records]
     nodes = set()
-    ray_seconds = ensure_ray(address, num_cpus=num_workers) if todo else 0.0
-    stopped.reinstall()
-    started = time.perf_counter()
-    try:
-        for record in run_shards(listing, todo, job, images_per_file=plan.images_per_file, concurrency=num_workers,
-                                 progress=progress):
-            records[record.shard] = record
-            nodes.add(record.node)
-    except BaseException:
-        for folder in [*(target.root for target in targets), workspace.records]:
-            with contextlib.suppress(OSError):  # never hide the error itself
-                remove_temporary_files(folder)  # of tasks cancelled mid-shard (a failed one removes its own)
-        raise
+    progress.say(f"listed {counted(len(listing), 'input')}"
+                 + (f" in {counted(len(listing.classes), 'class', 'classes')}" if listing.classes else ""))
+    if records:
+        progress.say(f"resuming: {len(records):,} of {counted(plan.num_shards, 'shard')} were written by an earlier run")
+    with ray_logs_to_file(enabled=bool(todo) and not verbose) as ray_log:
+        ray_seconds = ensure_ray(address, num_cpus=num_workers, say=progress.say, log_to_driver=verbose) if todo else 0.0
+        stopped.reinstall()
+        started = time.perf_counter()
+        kept = list(records.values())
+        bar = progress.images(len(listing), done=sum(len(r.kept) + len(r.skipped) for r in kept),
+                              skipped=len(listing.skipped) + sum(len(r.skipped) for r in kept),
+                              poll=functools.partial(read_progress_notes, workspace.records))
+        try:
+            with bar:
+                for record in run_shards(listing, todo, job, images_per_file=plan.images_per_file,
+                                         concurrency=num_workers):
+                    records[record.shard] = record
+                    nodes.add(record.node)
+                    bar.finished(record.shard, len(record.kept) + len(record.skipped), len(record.skipped))
+        except BaseException:
+            for folder in [*(target.root for target in targets), workspace.records]:
+                with contextlib.suppress(OSError):  # never hide the error itself
+                    remove_temporary_files(folder)  # of tasks cancelled mid-shard (a failed one removes its own)
+            raise
     ordered = [records[shard] for shard in range(plan.num_shards)]
     with stopped.deferred():  # a signal now waits: commit is short, and leaves a finished dataset
         manifests = commit(workspace, plan, listing, targets, ordered, strict=strict)
@@ -286,6 +316,8 @@ def _run(plan: ConversionPlan, listing: Listing, workspace: Workspace, stopped: 
         nodes=len(nodes),
         manifests=manifests,
         resumed_shards=len(workspace.done),
+        ray_log=ray_log.path,
+        ray_log_warnings=ray_log.warnings,
     )
 
 

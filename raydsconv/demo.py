@@ -4,6 +4,7 @@ embedded Ray, read it back through a DataLoader and say what happened."""
 from __future__ import annotations
 
 import logging
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -15,7 +16,25 @@ logger = logging.getLogger(__name__)
 
 
 def run_demo(workdir: str | None = None, *, num_images: int = 300, say: Callable[[str], None] = logger.info) -> int:
-    """The demo; ``say`` receives each line for the person watching (the CLI passes ``print``)."""
+    """The demo; ``say`` receives each line for the person watching (the CLI passes ``print``). Its
+    files stay in ``workdir`` if one is given; otherwise they go to a temporary folder, removed at the end."""
+    base = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="raydsconv-demo-"))
+    try:
+        return _demo(base, num_images, say)
+    finally:
+        size = f"{_megabytes(base):.0f} MB"
+        if workdir:
+            say(f"   the files ({size}) stay in {base}; inspect the dataset with: raydsconv info {base / 'converted'}")
+        else:
+            shutil.rmtree(base, ignore_errors=True)
+            say(f"   removed {base} ({size}); give --workdir DIR to keep the files")
+
+
+def _megabytes(folder: Path) -> float:
+    return sum(path.stat().st_size for path in folder.rglob("*") if path.is_file()) / 1e6
+
+
+def _demo(base: Path, num_images: int, say: Callable[[str], None]) -> int:
     from torch.utils.data import DataLoader
     from torchvision.transforms.v2 import PILToTensor
 
@@ -23,7 +42,6 @@ def run_demo(workdir: str | None = None, *, num_images: int = 300, say: Callable
     from raydsconv.reading import open_dataset
     from raydsconv.samples import write_image_folder, write_odd_cases
 
-    base = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="raydsconv-demo-"))
     source, output = base / "images", base / "converted"
     started = time.perf_counter()
     write_image_folder(source, num_images=num_images, num_classes=4, seed=0)
@@ -33,7 +51,7 @@ def run_demo(workdir: str | None = None, *, num_images: int = 300, say: Callable
 
     # One read of the source writes resized pixels (memmap) and the original bytes (parquet).
     report = convert(source, output, format=["memmap", "parquet"], shape=(224, 224), mode="RGB", resize="crop",
-                     images_per_file=128, overwrite=True, progress=False)
+                     images_per_file=128, overwrite=True)
     say("2. " + report.summary().replace("\n", "\n   "))
     import ray
 
@@ -54,7 +72,6 @@ def run_demo(workdir: str | None = None, *, num_images: int = 300, say: Callable
         say(f"3. {name}: read {seen} samples back through a DataLoader with 2 workers in "
               f"{time.perf_counter() - started:.2f} s")
         say("   per class: " + ", ".join(f"{name}={n}" for name, n in zip(dataset.classes, counts)))
-    say(f"   inspect it with: raydsconv info {output}")
     return 0 if seen == report.num_samples else 1
 
 

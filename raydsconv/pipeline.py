@@ -135,9 +135,10 @@ def shard_rows(candidates: pa.Table, shard: int, images_per_file: int) -> dict[s
 
 
 def run_shards(listing: Listing, shards: list[int], job: ShardJob, *, images_per_file: int,
-               concurrency: int | None, progress: bool) -> Iterator[ShardRecord]:
+               concurrency: int | None) -> Iterator[ShardRecord]:
     """Write ``shards`` of ``listing`` on Ray; yield each shard's record as it is committed. Closing
-    the iterator early (an interrupt) stops the tasks still running."""
+    the iterator early (an interrupt) stops the tasks still running. Ray Data shows no progress of its
+    own: the caller counts images (records as they come, and each task's ``ProgressNote``)."""
     import ray
 
     if not shards:
@@ -153,7 +154,7 @@ def run_shards(listing: Listing, shards: list[int], job: ShardJob, *, images_per
     shipped = {"job": ray.put(job), "loader": loader, "candidates": ray.put(candidate_table(listing, images_per_file)),
                "images_per_file": images_per_file}
     written = set()
-    for record in _stream(shards, shipped, concurrency, progress):
+    for record in _stream(shards, shipped, concurrency):
         written.add(record.shard)
         yield record
     lost = [shard for shard in shards if shard not in written]
@@ -161,12 +162,12 @@ def run_shards(listing: Listing, shards: list[int], job: ShardJob, *, images_per
         yield from _write_isolated(lost, shipped, concurrency)
 
 
-def _stream(shards: list[int], shipped: dict[str, Any], concurrency: int | None, progress: bool) -> Iterator[ShardRecord]:
+def _stream(shards: list[int], shipped: dict[str, Any], concurrency: int | None) -> Iterator[ShardRecord]:
     """The shards through Ray Data, each record as it comes; the shards whose task kept dying are
     left out (the caller writes them in isolation)."""
     import ray
 
-    with _data_context(progress):
+    with _data_context():
         # One block per shard, holding only its position in ``shards``: the candidates travel once, in
         # ``shipped``, so the driver's memory does not grow with the number of shards.
         dataset = ray.data.range(len(shards), override_num_blocks=len(shards))
@@ -243,37 +244,34 @@ def _isolated_task() -> Any:
 
 
 @contextmanager
-def _data_context(progress: bool):
+def _data_context():
     """Our settings for Ray Data, restored afterwards so the caller's session is left as it was.
 
     Ray Data reserves part of the CPUs for each operator of a plan; ours is a single
     operator, and on a small node the reservation left a CPU idle while the first tasks ran
     (measured on 2 CPUs: 530 -> 700 images/s, parity with a multiprocessing.Pool).
+    Its progress bars count blocks (shards here), so they are off: the conversion shows one bar
+    counting images. Its log lines go where ``raydsconv.cluster.ray_logs_to_file`` sends them.
     """
-    from ray.data import DataContext
+    from ray.util.debug import log_once
 
-    context = DataContext.get_current()
+    from raydsconv.cluster import data_context
+
+    log_once("ray_data_progress_manager_disabled")  # Ray Data's warning that its bars are off: on purpose
+    context = data_context()
     settings = {
         # A task that fails for good (its worker died SHARD_TASK_RETRIES + 1 times) is dropped, not
         # fatal: the other shards go on, and run_shards writes the dropped ones in isolation. Our own
         # errors never fail a task: _write_shard returns them.
         "max_errored_blocks": -1,
-        "enable_progress_bars": progress,
-        "print_on_execution_start": progress,
+        "enable_progress_bars": False,
         "op_resource_reservation_enabled": False,
     }
     saved = {name: getattr(context, name) for name in settings}
-    loggers = {name: logging.getLogger(name) for name in ("ray.data", "ray.data._internal.progress")}
-    saved_levels = {name: logger.level for name, logger in loggers.items()}
     try:
         for name, value in settings.items():
             setattr(context, name, value)
-        if not progress:  # Ray Data logs each execution at INFO, and warns that its bars are off
-            loggers["ray.data"].setLevel(logging.WARNING)
-            loggers["ray.data._internal.progress"].setLevel(logging.ERROR)
         yield
     finally:
         for name, value in saved.items():
             setattr(context, name, value)
-        for name, level in saved_levels.items():
-            loggers[name].setLevel(level)

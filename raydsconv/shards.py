@@ -9,8 +9,10 @@ record does: a re-run keeps it if its files still check out, and redoes it other
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
@@ -26,6 +28,8 @@ from raydsconv.lock import still_held
 from raydsconv.manifest import ShardFile
 from raydsconv.prepare import Preparation, prepare_batch
 from raydsconv.targets import make_known
+
+PROGRESS_NOTE_EVERY_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -143,20 +147,67 @@ class ShardJob:
         make_known(self.preparation.target)  # writers find the kind by the name their params record
         progress = _ShardInProgress(shard, self.targets, self.classes, self.strict, expected_rows=count)
         isolation = IsolatedPreparation(loader, self.preparation) if isolated else None
+        note = ProgressNote(self.records, shard)
         try:
             for start in range(0, count, self.batch_size):
                 batch = {key: values[start : start + self.batch_size] for key, values in rows.items()}
                 progress.add(isolation.prepare(batch) if isolation else
                              prepare_batch(batch, loader=loader, preparation=self.preparation))
+                note.write(min(start + self.batch_size, count), len(progress.skipped))
             record = progress.finish()
         except BaseException:
             progress.abort()
+            note.remove()  # a retry starts the shard from its first input
             raise
         finally:
             if isolation:
                 isolation.close()
         save_record(record, self.records)
         return record
+
+
+class ProgressNote:
+    """How far a shard's task has come, for the driver's progress bar: ``NNNNN.progress`` beside the
+    records, "inputs done, inputs skipped", rewritten at most every ``PROGRESS_NOTE_EVERY_S`` (a
+    few bytes a second per task, never a failure). The driver stops reading it once the shard's
+    record has come back; commit removes it with the records, a resume before it starts."""
+
+    SUFFIX = ".progress"
+
+    def __init__(self, records: Path, shard: int):
+        self.path = records / f"{shard:05d}{self.SUFFIX}"
+        self.last = time.monotonic()
+
+    def write(self, done: int, skipped: int) -> None:
+        now = time.monotonic()
+        if now - self.last < PROGRESS_NOTE_EVERY_S:
+            return
+        self.last = now
+        with contextlib.suppress(OSError):
+            self.path.write_text(f"{done} {skipped}")
+
+    def remove(self) -> None:
+        with contextlib.suppress(OSError):
+            self.path.unlink(missing_ok=True)
+
+
+def read_progress_notes(records: Path, finished: set[int]) -> dict[int, tuple[int, int]]:
+    """shard -> (inputs done, inputs skipped) of the shards being written, leaving out ``finished``."""
+    notes = {}
+    try:
+        entries = list(os.scandir(records))
+    except OSError:
+        return notes
+    for entry in entries:
+        stem, dot, suffix = entry.name.partition(".")
+        if "." + suffix != ProgressNote.SUFFIX or not stem.isdigit() or int(stem) in finished:
+            continue
+        try:
+            done, skipped = (int(value) for value in Path(entry.path).read_text().split())
+        except (OSError, ValueError):  # gone, or caught half-written
+            continue
+        notes[int(stem)] = (done, skipped)
+    return notes
 
 
 class _ShardInProgress:

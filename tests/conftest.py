@@ -33,7 +33,9 @@ def ray_session():
         logging_level="WARNING",
         runtime_env={"env_vars": {"PYTHONPATH": os.pathsep.join(filter(None, [tests, os.environ.get("PYTHONPATH")]))}},
     )
-    ray.data.DataContext.get_current().enable_progress_bars = False
+    from raydsconv.cluster import data_context
+
+    data_context().enable_progress_bars = False  # without Ray 2.60's DeprecationWarnings
     yield ray
     ray.shutdown()
     shutil.rmtree(temp_dir, ignore_errors=True)

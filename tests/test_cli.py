@@ -49,7 +49,7 @@ def test_convert_then_info_end_to_end(small_folder, tmp_path):
         (lambda src, tmp: [str(tmp), str(tmp / "o"), "--shape", "8", "8"], "no class sub-folders"),
         (lambda src, tmp: [str(src), str(tmp / "o"), "--shape", "0", "8"], "shape"),
         (lambda src, tmp: [str(src), str(tmp / "o"), "--shape", "8", "8", "--mode", "RGBX"], "mode"),
-        (lambda src, tmp: [str(src), str(tmp / "o"), "--shape", "8", "8", "--images-per-file", "0"], "images_per_file"),
+        (lambda src, tmp: [str(src), str(tmp / "o"), "--shape", "8", "8", "--images-per-file", "0"], "--images-per-file"),
         (lambda src, tmp: [str(src), str(src / "out"), "--shape", "8", "8"], "inside the source"),
         (lambda src, tmp: [str(src), str(tmp / "o")], "shape"),
     ],

@@ -65,14 +65,20 @@ def _pixels(stored: Stored, batch: Any) -> list[np.ndarray]:
     from raydsconv.images import decode_rgb
 
     # Masks are drawn on the image as displayed: datasets with masks decode with EXIF orientation.
-    return [np.asarray(decode_rgb(data, stored.draft, orient=stored.mask_spec is not None)) for data in batch]
+    return [_writable(np.asarray(decode_rgb(data, stored.draft, orient=stored.mask_spec is not None))) for data in batch]
+
+
+def _writable(array: np.ndarray) -> np.ndarray:
+    """``array``, copied only if it is read-only (numpy's view of a PIL image is): torch warns about a
+    tensor of read-only memory, and ``default_collate`` makes one. Fixed-size rows are already ours to write."""
+    return np.require(array, requirements=("C_CONTIGUOUS", "WRITEABLE"))
 
 
 def _mask_arrays(stored: Stored, batch: Any) -> list[np.ndarray]:
     if isinstance(batch, np.ndarray):
         return list(batch)
     # Stored masks were checked at conversion: no size limit of ours when reading them back.
-    return [mask_array(data, stored.mask_spec, max_pixels=None) for data in batch]
+    return [_writable(mask_array(data, stored.mask_spec, max_pixels=None)) for data in batch]
 
 
 class PilDecoder(Decoder):
