@@ -208,28 +208,12 @@ def _fast_path_applies(image: Image.Image, data: bytes, orientation: int, spec: 
 
 
 def _prepare_jpeg_fast(data: bytes, width: int, height: int, spec: ImageSpec) -> PreparedImage | None:
-    import torch
+    from raydsconv.jpeg import decode_jpeg, resize_bicubic
 
-    with warnings.catch_warnings():  # torchvision 0.29 announces a move of its codecs to torchcodec
-        warnings.simplefilter("ignore", DeprecationWarning)
-        from torchvision.io import ImageReadMode, decode_jpeg
-    from torchvision.transforms.v2 import InterpolationMode
-    from torchvision.transforms.v2 import functional as F
-
-    read_mode = ImageReadMode.RGB if spec.mode == "RGB" else ImageReadMode.GRAY
     geometry = plan_geometry(width, height, spec.shape, spec.resize)
     try:
-        encoded = torch.frombuffer(bytearray(data), dtype=torch.uint8)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", DeprecationWarning)
-            decoded = decode_jpeg(encoded, mode=read_mode)
-        if (geometry.resize_width, geometry.resize_height) != (width, height):
-            decoded = F.resize(
-                decoded,
-                [geometry.resize_height, geometry.resize_width],
-                interpolation=InterpolationMode.BICUBIC,
-                antialias=True,
-            )
+        decoded = decode_jpeg(data, spec.mode)
+        decoded = resize_bicubic(decoded, geometry.resize_height, geometry.resize_width)
         resized = decoded.permute(1, 2, 0).numpy()
         if spec.channels == 1:
             resized = resized[:, :, 0]

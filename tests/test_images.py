@@ -157,3 +157,27 @@ def test_resize_and_convert_transform_takes_height_first():
     image = photo_like(np.random.default_rng(7), 60, 30)
     out = ResizeAndConvert(size=(20, 50), mode="L")(image)
     assert out.size == (50, 20) and out.mode == "L"
+
+
+@pytest.mark.parametrize("mode", ["RGB", "L"])
+def test_the_fast_path_decodes_and_resizes_as_torchvision_bit_for_bit(mode):
+    """raydsconv.jpeg skips importing torchvision's Python package; its output must not change."""
+    import torch
+    from torchvision.io import ImageReadMode
+    from torchvision.io import decode_jpeg as torchvision_decode
+    from torchvision.transforms.v2 import InterpolationMode
+    from torchvision.transforms.v2 import functional as F
+
+    from raydsconv import jpeg
+
+    assert jpeg._image_ops(), "torchvision's image extension was not loaded directly"
+    rng = np.random.default_rng(11)
+    for width, height, new_width, new_height in [(500, 375, 224, 224), (375, 500, 160, 96), (64, 48, 200, 150),
+                                                 (33, 47, 33, 20), (1024, 768, 7, 9)]:
+        data = jpeg_bytes(photo_like(rng, width, height), 85)
+        ours = jpeg.decode_jpeg(data, mode)
+        theirs = torchvision_decode(torch.frombuffer(bytearray(data), dtype=torch.uint8),
+                                    mode=ImageReadMode.RGB if mode == "RGB" else ImageReadMode.GRAY)
+        assert torch.equal(ours, theirs)
+        resized = F.resize(theirs, [new_height, new_width], interpolation=InterpolationMode.BICUBIC, antialias=True)
+        assert torch.equal(jpeg.resize_bicubic(ours, new_height, new_width), resized), (width, height, new_width)
