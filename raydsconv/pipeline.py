@@ -8,6 +8,11 @@ store; each block names one shard. The task that gets it reads, prepares and wri
 whatever Ray fuses, splits or retries, and pixels never travel through the object store or the
 driver. Only the shard's record (a few numbers per sample) comes back.
 
+When there are fewer shards than CPUs (a small dataset, a large cluster), a shard's task does not
+prepare alone: helper tasks on the idle CPUs prepare some of its batches (``_FannedOut``) and hand
+the prepared rows back through the object store; the task writes every batch in order, so the bytes
+are the same whoever prepared them.
+
 A task whose worker dies (a decoder's segfault on a malicious file, an out-of-memory kill, a lost
 node) is retried ``SHARD_TASK_RETRIES`` times (Ray Data's own default is forever, which loops on an
 input that crashes every time); then Ray Data drops it and the other shards go on. Every shard that
@@ -31,11 +36,12 @@ import numpy as np
 import pyarrow as pa
 
 from raydsconv.errors import ConversionError, InvalidArgumentError, RaydsconvError
-from raydsconv.shards import ShardJob, ShardRecord
+from raydsconv.shards import ShardJob, ShardRecord, in_batches
 from raydsconv.sources import Listing
 
 logger = logging.getLogger(__name__)
 
+MAX_HELPERS = 16  # helper tasks per shard task, when CPUs outnumber the shards to write
 SHARD_TASK_RETRIES = 1  # retries of a shard's task whose worker died, before it is written in isolation
 ISOLATED_TASK_RETRIES = 1  # the same for the isolated write (its worker only dies of a lost node or the writer)
 
@@ -56,26 +62,86 @@ def _shipped(value: Any) -> Any:
 
 
 def _write_shards(batch: dict[str, np.ndarray], *, job: Any, loader: Any, candidates: Any, images_per_file: int,
-                  todo: np.ndarray) -> dict[str, np.ndarray]:
-    """A task's work: the shards ``todo[i]`` for each ``i`` of the batch (normally one), each written whole."""
+                  todo: np.ndarray, helpers: int = 0) -> dict[str, np.ndarray]:
+    """A task's work: the shards ``todo[i]`` for each ``i`` of the batch (normally one), each written
+    whole, with ``helpers`` helper tasks preparing some of its batches."""
+    shipped = {"job": job, "loader": loader}
     job, loader, candidates = _shipped(job), _shipped(loader), _shipped(candidates)
+    prepared = _FannedOut(shipped, job, loader, helpers) if helpers else None
     results = []
     for shard in todo[batch["id"]].tolist():
-        results.append(_write_shard(job, shard, shard_rows(candidates, shard, images_per_file), loader, isolated=False))
+        results.append(_write_shard(job, shard, shard_rows(candidates, shard, images_per_file), loader,
+                                    isolated=False, prepared=prepared))
         if results[-1]["error"]:
             break
     return {key: np.asarray([result[key] for result in results], dtype=object) for key in results[0]}
 
 
+class _FannedOut:
+    """Prepares a shard's rows on ``helpers`` helper tasks and in this task, batch after batch, in
+    order: of every ``helpers + 1`` batches the first is prepared here, the others by helpers, a few
+    batches ahead. Batches are smaller than ``batch_size`` so that a small shard still spreads.
+
+    A helper that fails (its worker died: a crashing input, a lost node) is not retried: its batch is
+    prepared here instead, so a crashing input crashes this task, which is retried and finally
+    written in isolation like any other (see the module's docstring)."""
+
+    AHEAD = 2  # batches each helper has queued
+
+    def __init__(self, shipped: dict[str, Any], job: ShardJob, loader: Any, helpers: int):
+        self.refs = [shipped["job"], shipped["loader"]]  # in a list: helpers fetch them once, not per call
+        self.job, self.loader, self.helpers = job, loader, helpers
+        self.helped = 0  # batches that helpers prepared
+
+    def __call__(self, rows: dict[str, np.ndarray]) -> Iterator[dict[str, np.ndarray]]:
+        import ray
+
+        count = len(rows["candidate"])
+        size = max(1, min(self.job.batch_size, -(-count // ((self.helpers + 1) * 4))))
+        batches = list(in_batches(rows, size))
+        remote = [i for i in range(len(batches)) if i % (self.helpers + 1)]
+        running: dict[int, Any] = {}
+        try:
+            for i, batch in enumerate(batches):
+                while remote and len(running) < self.helpers * self.AHEAD:
+                    j = remote.pop(0)
+                    running[j] = _prepare_task().remote(batches[j], self.refs)
+                if i not in running:
+                    yield self.job.prepare(batch, self.loader)
+                    continue
+                try:
+                    prepared = ray.get(running.pop(i))
+                except ray.exceptions.RayError:
+                    prepared = self.job.prepare(batch, self.loader)
+                else:
+                    self.helped += 1
+                yield prepared
+        finally:
+            for ref in running.values():
+                ray.cancel(ref, force=True)
+
+
+def _prepare_batch(batch: dict[str, np.ndarray], refs: list[Any]) -> dict[str, np.ndarray]:
+    job, loader = _shipped(refs[0]), _shipped(refs[1])
+    return job.prepare(batch, loader)
+
+
+@functools.cache
+def _prepare_task() -> Any:
+    import ray
+
+    return ray.remote(num_cpus=1, max_retries=0)(_prepare_batch)
+
+
 def _write_shard(job: ShardJob, shard: int, rows: dict[str, np.ndarray], loader: Any, *,
-                 isolated: bool) -> dict[str, Any]:
+                 isolated: bool, prepared: Any = None) -> dict[str, Any]:
     """One shard written: its record as JSON, or what stopped it: the message, and the exception
     itself (pickled with its traceback) for the driver to raise as it was. Errors are returned, not
     raised, because Ray Data drops the blocks of failed tasks (see ``_data_context``)."""
     import ray
 
     try:
-        record = job.write(shard, rows, loader, isolated=isolated)
+        record = job.write(shard, rows, loader, isolated=isolated, prepared=prepared)
     except RaydsconvError as error:  # ours (strict mode, a full disk): raised as it is, not as Ray's task failure
         return {"record": "", "error": str(error), "exception": _pickled(error)}
     except Exception as error:
@@ -154,7 +220,7 @@ def run_shards(listing: Listing, shards: list[int], job: ShardJob, *, images_per
     shipped = {"job": ray.put(job), "loader": loader, "candidates": ray.put(candidate_table(listing, images_per_file)),
                "images_per_file": images_per_file}
     written = set()
-    for record in _stream(shards, shipped, concurrency):
+    for record in _stream(shards, shipped, concurrency, _helpers(len(shards), concurrency)):
         written.add(record.shard)
         yield record
     lost = [shard for shard in shards if shard not in written]
@@ -162,7 +228,15 @@ def run_shards(listing: Listing, shards: list[int], job: ShardJob, *, images_per
         yield from _write_isolated(lost, shipped, concurrency)
 
 
-def _stream(shards: list[int], shipped: dict[str, Any], concurrency: int | None) -> Iterator[ShardRecord]:
+def _helpers(num_shards: int, concurrency: int | None) -> int:
+    """Helper tasks per shard task: the CPUs that one task per shard would leave idle, shared out."""
+    import ray
+
+    cpus = concurrency or int(ray.cluster_resources().get("CPU", 1))
+    return min(MAX_HELPERS, max(0, cpus // num_shards - 1))
+
+
+def _stream(shards: list[int], shipped: dict[str, Any], concurrency: int | None, helpers: int) -> Iterator[ShardRecord]:
     """The shards through Ray Data, each record as it comes; the shards whose task kept dying are
     left out (the caller writes them in isolation)."""
     import ray
@@ -175,7 +249,7 @@ def _stream(shards: list[int], shipped: dict[str, Any], concurrency: int | None)
             warnings.filterwarnings("ignore", message="`ray_remote_args` is deprecated")
             dataset = dataset.map_batches(
                 _write_shards,
-                fn_kwargs={**shipped, "todo": np.asarray(shards, dtype=np.int64)},
+                fn_kwargs={**shipped, "todo": np.asarray(shards, dtype=np.int64), "helpers": helpers},
                 batch_size=None,  # a whole block per call
                 batch_format="numpy",
                 compute=ray.data.TaskPoolStrategy(size=concurrency),

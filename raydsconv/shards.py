@@ -15,7 +15,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
@@ -134,12 +134,15 @@ class ShardJob:
     lock: Path | None = None  # the output's lock, and the token of the run that holds it:
     token: str = ""  # a task of a run that lost the lock (died, or was taken over) writes nothing
 
-    def write(self, shard: int, rows: dict[str, np.ndarray], loader: Any, *, isolated: bool = False) -> ShardRecord:
+    def write(self, shard: int, rows: dict[str, np.ndarray], loader: Any, *, isolated: bool = False,
+              prepared: Callable[[dict[str, np.ndarray]], Iterator[dict[str, np.ndarray]]] | None = None) -> ShardRecord:
         """Read, prepare and write every candidate of ``rows`` (one whole shard, in order) into one
         shard of each target, then save its record. A failure removes the shard's temporary files.
 
         ``isolated``: prepare each input in a child process, skipping those that crash it (see
-        raydsconv.isolation); slower, for a shard whose task died. The same bytes otherwise."""
+        raydsconv.isolation); slower, for a shard whose task died. ``prepared``: the shard's rows
+        prepared by someone else (e.g. helper tasks on idle CPUs), batch after batch, in order. The
+        same bytes whichever prepares them."""
         if self.lock is not None and not still_held(self.lock, self.token):
             raise ConversionError(f"{self.lock}: this conversion no longer holds the output's lock; "
                                   f"shard {shard} left to the run that does")
@@ -149,11 +152,17 @@ class ShardJob:
         isolation = IsolatedPreparation(loader, self.preparation) if isolated else None
         note = ProgressNote(self.records, shard)
         try:
-            for start in range(0, count, self.batch_size):
-                batch = {key: values[start : start + self.batch_size] for key, values in rows.items()}
-                progress.add(isolation.prepare(batch) if isolation else
-                             prepare_batch(batch, loader=loader, preparation=self.preparation))
-                note.write(min(start + self.batch_size, count), len(progress.skipped))
+            if isolation is not None:
+                batches = (isolation.prepare(batch) for batch in in_batches(rows, self.batch_size))
+            elif prepared is not None:
+                batches = prepared(rows)
+            else:
+                batches = (self.prepare(batch, loader) for batch in in_batches(rows, self.batch_size))
+            done = 0
+            for batch in batches:
+                progress.add(batch)
+                done += len(batch["candidate"])
+                note.write(done, len(progress.skipped))
             record = progress.finish()
         except BaseException:
             progress.abort()
@@ -164,6 +173,15 @@ class ShardJob:
                 isolation.close()
         save_record(record, self.records)
         return record
+
+    def prepare(self, batch: dict[str, np.ndarray], loader: Any) -> dict[str, np.ndarray]:
+        return prepare_batch(batch, loader=loader, preparation=self.preparation)
+
+
+def in_batches(rows: dict[str, np.ndarray], size: int) -> Iterator[dict[str, np.ndarray]]:
+    """Consecutive slices of ``size`` rows (views, not copies)."""
+    for start in range(0, len(rows["candidate"]), size):
+        yield {key: values[start : start + size] for key, values in rows.items()}
 
 
 class ProgressNote:

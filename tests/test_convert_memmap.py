@@ -213,3 +213,28 @@ def test_predecessor_converter_api(small_folder, tmp_path):
     report = raydsconv.MemmapConverter(small_folder, tmp_path / "ds", 4, 3, 2, (10, 12), "L").convert()
     dataset = MemmapReader(tmp_path / "ds")
     assert len(dataset) == report.num_samples and dataset[0][0].size == (12, 10)
+
+
+def test_a_single_shard_is_prepared_on_every_cpu_with_the_same_bytes(small_folder, tmp_path, ray_session):
+    """One shard, two CPUs: helper tasks prepare some of its batches (the session's Ray has 2 CPUs)."""
+    from raydsconv.pipeline import _FannedOut, _helpers, candidate_table, shard_rows
+    from raydsconv.prepare import Preparation
+    from raydsconv.images import ImageSpec
+    from raydsconv.shards import ShardJob, in_batches
+
+    assert _helpers(1, None) == 1 and _helpers(2, None) == 0 and _helpers(1, 1) == 0
+    convert(small_folder, tmp_path / "spread", shape=(16, 16), images_per_file=1000, batch_size=4, progress=False)
+    convert(small_folder, tmp_path / "alone", shape=(16, 16), images_per_file=1000, num_workers=1, progress=False)
+    assert tree_digest(tmp_path / "spread") == tree_digest(tmp_path / "alone")
+
+    listing = list_image_folder(small_folder)
+    job = ShardJob(targets=(), preparation=Preparation(ImageSpec(shape=(16, 16)), keep_bytes=False), classes=[],
+                   strict=False, batch_size=4, records=tmp_path)
+    rows = shard_rows(candidate_table(listing, 1000), 0, 1000)
+    shipped = {"job": ray_session.put(job), "loader": ray_session.put(listing.loader)}
+    fanned = _FannedOut(shipped, job, listing.loader, helpers=1)
+    spread = list(fanned(rows))
+    assert fanned.helped > 0
+    alone = [job.prepare(batch, listing.loader) for batch in in_batches(rows, 4)]
+    assert np.array_equal(np.concatenate([b["image"] for b in spread]), np.concatenate([b["image"] for b in alone]))
+    assert [r for b in spread for r in b["reason"]] == [r for b in alone for r in b["reason"]]
