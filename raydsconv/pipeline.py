@@ -79,15 +79,20 @@ def _write_shards(batch: dict[str, np.ndarray], *, job: Any, loader: Any, candid
 
 
 class _FannedOut:
-    """Prepares a shard's rows on ``helpers`` helper tasks and in this task, batch after batch, in
-    order: of every ``helpers + 1`` batches the first is prepared here, the others by helpers, a few
-    batches ahead. Batches are smaller than ``batch_size`` so that a small shard still spreads.
+    """Prepares a shard's rows on ``helpers`` helper tasks and in this task, handing the batches out
+    in order. Of every ``helpers + 1`` batches the first is this task's, the others are sent to
+    helpers a few batches ahead. This task never waits for a helper: while a helper's batch is not
+    ready it prepares its own next batches (a few ahead, kept in memory); when it has none left it
+    waits for the helper once helpers have delivered, and until then (a fresh worker still imports
+    torch) prepares the helper's batch itself and cancels the helper's task. So a helper slow to
+    start costs nothing, and warm ones multiply the pace. Batches are
+    smaller than ``batch_size`` so that a small shard still spreads.
 
     A helper that fails (its worker died: a crashing input, a lost node) is not retried: its batch is
     prepared here instead, so a crashing input crashes this task, which is retried and finally
     written in isolation like any other (see the module's docstring)."""
 
-    AHEAD = 2  # batches each helper has queued
+    AHEAD = 3  # batches each helper has queued
 
     def __init__(self, shipped: dict[str, Any], job: ShardJob, loader: Any, helpers: int):
         self.refs = [shipped["job"], shipped["loader"]]  # in a list: helpers fetch them once, not per call
@@ -100,26 +105,44 @@ class _FannedOut:
         count = len(rows["candidate"])
         size = max(1, min(self.job.batch_size, -(-count // ((self.helpers + 1) * 4))))
         batches = list(in_batches(rows, size))
-        remote = [i for i in range(len(batches)) if i % (self.helpers + 1)]
+        window = self.helpers * self.AHEAD + 1
+        theirs = [i for i in range(len(batches)) if i % (self.helpers + 1)]
         running: dict[int, Any] = {}
+        prepared: dict[int, dict[str, np.ndarray]] = {}
         try:
-            for i, batch in enumerate(batches):
-                while remote and len(running) < self.helpers * self.AHEAD:
-                    j = remote.pop(0)
-                    running[j] = _prepare_task().remote(batches[j], self.refs)
-                if i not in running:
-                    yield self.job.prepare(batch, self.loader)
-                    continue
-                try:
-                    prepared = ray.get(running.pop(i))
-                except ray.exceptions.RayError:
-                    prepared = self.job.prepare(batch, self.loader)
-                else:
-                    self.helped += 1
-                yield prepared
+            for i in range(len(batches)):
+                while theirs and theirs[0] <= i + window and len(running) < self.helpers * self.AHEAD:
+                    j = theirs.pop(0)
+                    if j >= i and j not in prepared:  # not one this task took over meanwhile
+                        running[j] = _prepare_task().remote(batches[j], self.refs)
+                while i not in prepared:
+                    if i in running and ray.wait([running[i]], timeout=0)[0]:
+                        prepared[i] = self._collect(running.pop(i), batches[i])
+                        continue
+                    mine = next((k for k in range(i, min(i + window, len(batches)))
+                                 if k not in prepared and k not in running and k % (self.helpers + 1) == 0), None)
+                    if mine is None and i in running and self.helped:  # helpers are warm: worth the wait
+                        prepared[i] = self._collect(running.pop(i), batches[i])
+                        continue
+                    if mine is None:  # nothing of ours left to do meanwhile: take the helper's batch
+                        mine = i
+                        if i in running:
+                            ray.cancel(running.pop(i))
+                    prepared[mine] = self.job.prepare(batches[mine], self.loader)
+                yield prepared.pop(i)
         finally:
             for ref in running.values():
                 ray.cancel(ref, force=True)
+
+    def _collect(self, ref: Any, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        import ray
+
+        try:
+            prepared = ray.get(ref)
+        except ray.exceptions.RayError:
+            return self.job.prepare(batch, self.loader)
+        self.helped += 1
+        return prepared
 
 
 def _prepare_batch(batch: dict[str, np.ndarray], refs: list[Any]) -> dict[str, np.ndarray]:
