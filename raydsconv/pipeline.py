@@ -84,8 +84,10 @@ class _FannedOut:
     helpers a few batches ahead. This task never waits for a helper: while a helper's batch is not
     ready it prepares its own next batches (a few ahead, kept in memory); when it has none left it
     waits for the helper once helpers have delivered, and until then (a fresh worker still imports
-    torch) prepares the helper's batch itself and cancels the helper's task. So a helper slow to
-    start costs nothing, and warm ones multiply the pace. Batches are
+    torch) prepares the helper's batch itself and drops the helper's result. So a helper slow to
+    start costs nothing, and warm ones multiply the pace. Helper tasks are never cancelled: a
+    cancel interrupts the worker wherever it is, and one interrupted while importing torch keeps a
+    half-imported torch for every later task. Batches are
     smaller than ``batch_size`` so that a small shard still spreads.
 
     A helper that fails (its worker died: a crashing input, a lost node) is not retried: its batch is
@@ -109,30 +111,25 @@ class _FannedOut:
         theirs = [i for i in range(len(batches)) if i % (self.helpers + 1)]
         running: dict[int, Any] = {}
         prepared: dict[int, dict[str, np.ndarray]] = {}
-        try:
-            for i in range(len(batches)):
-                while theirs and theirs[0] <= i + window and len(running) < self.helpers * self.AHEAD:
-                    j = theirs.pop(0)
-                    if j >= i and j not in prepared:  # not one this task took over meanwhile
-                        running[j] = _prepare_task().remote(batches[j], self.refs)
-                while i not in prepared:
-                    if i in running and ray.wait([running[i]], timeout=0)[0]:
-                        prepared[i] = self._collect(running.pop(i), batches[i])
-                        continue
-                    mine = next((k for k in range(i, min(i + window, len(batches)))
-                                 if k not in prepared and k not in running and k % (self.helpers + 1) == 0), None)
-                    if mine is None and i in running and self.helped:  # helpers are warm: worth the wait
-                        prepared[i] = self._collect(running.pop(i), batches[i])
-                        continue
-                    if mine is None:  # nothing of ours left to do meanwhile: take the helper's batch
-                        mine = i
-                        if i in running:
-                            ray.cancel(running.pop(i))
-                    prepared[mine] = self.job.prepare(batches[mine], self.loader)
-                yield prepared.pop(i)
-        finally:
-            for ref in running.values():
-                ray.cancel(ref, force=True)
+        for i in range(len(batches)):
+            while theirs and theirs[0] <= i + window and len(running) < self.helpers * self.AHEAD:
+                j = theirs.pop(0)
+                if j >= i and j not in prepared:  # not one this task took over meanwhile
+                    running[j] = _prepare_task().remote(batches[j], self.refs)
+            while i not in prepared:
+                if i in running and ray.wait([running[i]], timeout=0)[0]:
+                    prepared[i] = self._collect(running.pop(i), batches[i])
+                    continue
+                mine = next((k for k in range(i, min(i + window, len(batches)))
+                             if k not in prepared and k not in running and k % (self.helpers + 1) == 0), None)
+                if mine is None and i in running and self.helped:  # helpers are warm: worth the wait
+                    prepared[i] = self._collect(running.pop(i), batches[i])
+                    continue
+                if mine is None:  # nothing of ours left to do meanwhile: take the helper's batch
+                    mine = i
+                    running.pop(i, None)  # its result is dropped (see the class's docstring)
+                prepared[mine] = self.job.prepare(batches[mine], self.loader)
+            yield prepared.pop(i)
 
     def _collect(self, ref: Any, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         import ray
