@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import glob
 import hashlib
 import json
 import logging
@@ -73,6 +74,7 @@ OPT_OUT = "RAYDSCONV_SLURM_RANKS"  # "0": every rank converts on its own
 START_TIMEOUT_S = 120.0  # RAYDSCONV_START_TIMEOUT, as for jobs/slurm/cluster.sh
 BEAT_EVERY_S = 2.0  # rank 0 rewrites its beat this often
 BEAT_LOST_S = 60.0  # a beat unchanged this long: rank 0 is gone
+DEAD_AFTER_S = 600.0  # a meeting folder whose beat is this old is removed by the next rank 0 (clocks differ a bit)
 POLL_S = 0.2
 STOP_TIMEOUT_S = 30.0  # a Ray node that has not stopped after SIGTERM gets SIGKILL
 OBJECT_STORE_MAX_MB = 16384
@@ -207,8 +209,9 @@ def start_timeout() -> float:
 class Meeting:
     """The folder where the ranks of one conversion meet: small files, each written whole."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, family: str = ""):
         self.path = path
+        self.family = family  # the start of the names of every meeting about the same output
 
     @classmethod
     def of(cls, step: Step, output: Path) -> "Meeting":
@@ -216,25 +219,38 @@ class Meeting:
         conversions in the same order, so the n-th of each rank meet)."""
         count = _conversions.get(output, 0)
         _conversions[output] = count + 1
-        name = f".{output.name}.srun-{step.job}.{step.step}"
+        family = f".{output.name}.srun-"
+        name = f"{family}{step.job}.{step.step}"
         name += f".r{step.restart}" if step.restart else ""
         name += f".{count}" if count else ""
         place = os.environ.get("RAYDSCONV_SLURM_MEETING")
         if place:  # a folder shared by every node, for outputs whose parent is not writable
             key = hashlib.sha256(os.fsencode(output)).hexdigest()[:12]  # outputs of the same name apart
-            return cls(Path(place).absolute() / f"{name}-{key}")
-        return cls(output.parent / name)
+            return cls(Path(place).absolute() / f"{name}-{key}", family)
+        return cls(output.parent / name, family)
 
     def create(self) -> None:
         """Rank 0: make the folder (only its user may write there), with a first beat, in one rename."""
         with writing(self.path):
             self.path.parent.mkdir(parents=True, exist_ok=True)
             shutil.rmtree(self.path, ignore_errors=True)  # left by a killed run of the same step
+            self._remove_dead()
             staging = self.path.with_name(f"{self.path.name}.{os.getpid()}.partial")
             shutil.rmtree(staging, ignore_errors=True)
             staging.mkdir(mode=0o700)
             (staging / "beat").write_text("0\n")
             os.replace(staging, self.path)
+
+    def _remove_dead(self) -> None:
+        """Remove the meetings about the same output that a killed rank 0 left (SIGKILL, the end of
+        a job): ours, with a beat older than DEAD_AFTER_S (a live one beats every BEAT_EVERY_S)."""
+        if not self.family:
+            return
+        for other in self.path.parent.glob(f"{glob.escape(self.family)}*"):
+            with contextlib.suppress(OSError):
+                beat = (other / "beat").stat()
+                if beat.st_uid == os.getuid() and time.time() - beat.st_mtime > DEAD_AFTER_S:
+                    shutil.rmtree(other)
 
     def ready(self) -> bool:
         return (self.path / "beat").exists()
