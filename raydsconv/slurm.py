@@ -412,7 +412,9 @@ class RayNode:
                 self.process.send_signal(signal.SIGTERM)
 
     def stop(self) -> None:
-        """SIGTERM, then SIGKILL to its process group after STOP_TIMEOUT_S."""
+        """SIGTERM; SIGKILL to its process group after STOP_TIMEOUT_S; then what is left of its session:
+        Ray's worker processes (each in a process group of its own) that have not yet seen their raylet
+        go, and that SLURM no longer counts in the step once their parent has gone."""
         self.terminate()
         try:
             self.process.wait(STOP_TIMEOUT_S)
@@ -420,6 +422,30 @@ class RayNode:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.process.pid, signal.SIGKILL)
             self.process.wait()
+        for number in (signal.SIGTERM, signal.SIGKILL):
+            left = session_processes(self.process.pid)
+            for pid in left:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(pid, number)
+            deadline = time.monotonic() + 5
+            while left and time.monotonic() < deadline:
+                time.sleep(0.1)
+                left = session_processes(self.process.pid)
+            if not left:
+                return
+
+
+def session_processes(session: int) -> list[int]:
+    """The processes of this user in the session ``session`` (Linux; elsewhere none)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rpartition(")")[2].split()  # after the command name, which may hold anything
+            if int(fields[3]) == session and stat.parent.stat().st_uid == os.getuid() and fields[0] != "Z":
+                found.append(int(stat.parent.name))
+        except (OSError, ValueError, IndexError):  # gone meanwhile
+            continue
+    return found
 
 
 def ray_temp_dir(step: Step) -> Path:
