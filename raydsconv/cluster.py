@@ -1,4 +1,5 @@
-"""Connecting to Ray: embedded on this machine, or an existing cluster (address, RAY_ADDRESS, SLURM)."""
+"""Connecting to Ray: embedded on this machine, or an existing cluster (address, RAY_ADDRESS, SLURM).
+The cluster that the ranks of a SLURM step form for one conversion (``srun -n N``) is raydsconv.slurm's."""
 
 from __future__ import annotations
 

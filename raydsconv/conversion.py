@@ -29,6 +29,7 @@ from raydsconv.prepare import Preparation
 from raydsconv.progress import Progress, counted
 from raydsconv.shards import ShardJob, Target, read_progress_notes
 from raydsconv.signals import Stopped, stop_on_signals
+from raydsconv.slurm import Driver, driving, serve, this_step
 from raydsconv.targets import Mask, TargetKind
 from raydsconv.sources import LabelsTable, Listing, SegmentationFolder, Skipped, list_source
 from raydsconv.sources.torch_dataset import check_masks_untransformed
@@ -177,9 +178,18 @@ def convert(
     Raises:
         ConversionInterrupted (a KeyboardInterrupt) on SIGINT/SIGTERM: the shards written so far are
         kept, and the same call resumes. OutputLockedError while another conversion writes ``output``.
+
+    Inside a SLURM step of several tasks (``srun -n N python script.py``), without ``address`` or
+    RAY_ADDRESS, the ranks form one Ray cluster and convert once: rank 0 drives, the others run a Ray
+    worker node each (one per node) until it ends, and every rank returns rank 0's report or raises its
+    error (``raydsconv.slurm``; RAYDSCONV_SLURM_RANKS=0: each rank converts alone).
     """
     output = Path(output).absolute()
-    with stop_on_signals() as stopped:
+    voice = Progress(progress)
+    step = this_step(address)
+    if step is not None and step.rank > 0:
+        return serve(step, output, voice)
+    with stop_on_signals() as stopped, driving(step, output, voice, stopped) as ranks:
         try:
             plan, listing = make_plan(
                 source, format=format, shape=shape, mode=mode, resize=resize, images_per_file=images_per_file,
@@ -202,10 +212,12 @@ def convert(
                 with OutputLock(work / LOCK_NAME) as lock:
                     workspace = open_workspace(output, plan, overwrite=overwrite)
                     if workspace.complete:
-                        return _complete_report(output, plan)
-                    return _run(plan, listing, workspace, stopped, lock, batch_size=batch_size,
-                                num_workers=1 if num_workers == 0 else num_workers, address=address, strict=strict,
-                                progress=Progress(progress), verbose=verbose)
+                        report = _complete_report(output, plan)
+                    else:
+                        report = _run(plan, listing, workspace, stopped, lock, batch_size=batch_size,
+                                      num_workers=1 if num_workers == 0 else num_workers, address=address,
+                                      strict=strict, progress=voice, verbose=verbose, ranks=ranks)
+                    return ranks.finished(report) if ranks is not None else report
             finally:
                 with contextlib.suppress(OSError):
                     work.rmdir()  # gone once committed; an unfinished conversion keeps its state there
@@ -255,8 +267,9 @@ def make_plan(source: Any, *, root_in_archive: str | None, strict: bool, target:
 
 def _run(plan: ConversionPlan, listing: Listing, workspace: Workspace, stopped: Stopped, lock: OutputLock, *,
          batch_size: int, num_workers: int | None, address: str | None, strict: bool, progress: Progress,
-         verbose: bool) -> ConversionReport:
-    """Write the shards that are missing, then commit."""
+         verbose: bool, ranks: Driver | None = None) -> ConversionReport:
+    """Write the shards that are missing, then commit. ``ranks``: Ray is the cluster it starts over
+    the ranks of a SLURM step, else ``ensure_ray``'s."""
     from raydsconv.cluster import ensure_ray, ray_logs_to_file
     from raydsconv.pipeline import run_shards
 
@@ -281,7 +294,12 @@ def _run(plan: ConversionPlan, listing: Listing, workspace: Workspace, stopped: 
     if records:
         progress.say(f"resuming: {len(records):,} of {counted(plan.num_shards, 'shard')} were written by an earlier run")
     with ray_logs_to_file(enabled=bool(todo) and not verbose) as ray_log:
-        ray_seconds = ensure_ray(address, num_cpus=num_workers, say=progress.say, log_to_driver=verbose) if todo else 0.0
+        if not todo:
+            ray_seconds = 0.0
+        elif ranks is not None:
+            ray_seconds = ranks.start_cluster(say=progress.say, log_to_driver=verbose)
+        else:
+            ray_seconds = ensure_ray(address, num_cpus=num_workers, say=progress.say, log_to_driver=verbose)
         stopped.reinstall()
         started = time.perf_counter()
         kept = list(records.values())

@@ -8,11 +8,23 @@ other keyword of ``raydsconv.convert`` may be passed too.
 
 The predecessor's ``dist``, ``rank`` and ``num_replicas`` are accepted. There, ``dist=True`` split
 one conversion over the ranks of a job, each rank writing its share of the files. Here one
-conversion uses every CPU of its Ray cluster, which may span many nodes, so it is run once:
-``dist=False``, or a job of a single rank, converts as always, and ``dist=True`` with more than one
-rank is refused when the converter is made (every rank would otherwise convert the whole dataset).
+conversion uses every CPU of its Ray cluster, which may span many nodes:
+
+- under ``srun -n N python convert.py`` (the predecessor's launch line; ``dist`` either way) the ranks
+  of the SLURM step form that cluster: rank 0 starts a Ray head and converts, the first rank on each
+  other node runs a Ray worker node until rank 0's conversion has ended, and ``convert()`` returns
+  rank 0's report on every rank (or raises its error on every rank), so the script goes on alike
+  everywhere (``raydsconv.slurm``; RAYDSCONV_SLURM_RANKS=0 turns this off). ``dist=True`` is then
+  accepted with the step's ranks (``num_replicas`` the number of tasks, ``rank`` this one's
+  ``SLURM_PROCID``), whatever gave them (arguments, ``torch.distributed``, the environment);
+- ``dist=False``, or a job of a single rank, converts as always;
+- ``dist=True`` with several ranks anywhere else (torchrun, ``torch.distributed`` outside a SLURM
+  step, ranks that are not the step's, or with an ``address``) is refused when the converter is
+  made: every rank would convert the whole dataset.
+
 The ranks come from ``num_replicas``/``rank``, else from ``torch.distributed`` when a process group
-is initialised, else from torchrun's ``WORLD_SIZE``/``RANK``.
+is initialised, else from torchrun's ``WORLD_SIZE``/``RANK``, else from SLURM's
+``SLURM_NTASKS``/``SLURM_PROCID`` inside a step.
 
 Converters have the predecessor's attributes: ``len`` (alias ``length``), ``images_per_file``,
 ``total_num_arrays`` (alias ``num_arrays``), ``len_last_array``, ``shape``, ``im_mode``,
@@ -35,6 +47,7 @@ from typing import Any, ClassVar
 from raydsconv.conversion import ConversionReport, convert
 from raydsconv.errors import InvalidArgumentError
 from raydsconv.predecessor import ShardCounts
+from raydsconv.slurm import step_ranks, this_step
 
 
 class _Converter:
@@ -50,7 +63,8 @@ class _Converter:
         self.batch_size = batch_size
         self.num_workers = num_workers
         self.dist = dist
-        self.rank, self.num_replicas = _single_rank(rank, num_replicas) if dist else (rank, num_replicas)
+        self.rank, self.num_replicas = (_ranks(rank, num_replicas, options.get("address")) if dist
+                                        else (rank, num_replicas))
         self.options = options
         self.report: ConversionReport | None = None
         self._listed: tuple[ShardCounts, list[str]] | None = None
@@ -99,19 +113,30 @@ class _Converter:
         return self._listed
 
 
-def _single_rank(rank: int | None, num_replicas: int | None) -> tuple[int, int]:
-    """The rank and number of ranks of a ``dist=True`` converter, which must be one rank (see above)."""
+def _ranks(rank: int | None, num_replicas: int | None, address: str | None) -> tuple[int, int]:
+    """The rank and number of ranks of a ``dist=True`` converter: one rank, or the ranks of the SLURM
+    step that share its conversion (see above)."""
+    step = this_step(address)
     distributed = sys.modules.get("torch.distributed")  # imported by whoever set up a process group
     initialised = distributed is not None and distributed.is_available() and distributed.is_initialized()
-    if num_replicas is None:
-        num_replicas = distributed.get_world_size() if initialised else int(os.environ.get("WORLD_SIZE", "1"))
-    if rank is None:
-        rank = distributed.get_rank() if initialised else int(os.environ.get("RANK", "0"))
+    if initialised:
+        given = distributed.get_world_size(), distributed.get_rank()
+    elif "WORLD_SIZE" in os.environ:
+        given = int(os.environ["WORLD_SIZE"]), int(os.environ.get("RANK", "0"))
+    else:  # the tasks of a SLURM step, shared or not
+        given = step_ranks() or (1, 0)
+    num_replicas = given[0] if num_replicas is None else num_replicas
+    rank = given[1] if rank is None else rank
+    if step is not None and (num_replicas, rank) == (step.ranks, step.rank):
+        return rank, num_replicas  # one conversion over the step's ranks (raydsconv.slurm)
     if num_replicas > 1:
+        where = (f"; this SLURM step has {step.ranks} ranks, this one rank {step.rank}: pass those, or none"
+                 if step is not None else "")
         raise InvalidArgumentError(
-            f"dist=True with {num_replicas} ranks: raydsconv does not split a conversion over ranks, one conversion uses "
-            "every node of its Ray cluster; run it once (one process, not one per rank) on a Ray cluster spanning your "
-            "nodes, e.g. sbatch --nodes=N jobs/slurm/convert.sbatch SRC DST ..., or pass dist=False")
+            f"dist=True with {num_replicas} ranks{where}: raydsconv does not split a conversion over ranks, one "
+            "conversion uses every node of its Ray cluster; run it once (one process, not one per rank) on a Ray "
+            "cluster spanning your nodes, e.g. sbatch --nodes=N jobs/slurm/convert.sbatch SRC DST ..., or under "
+            "srun -n N (the step's ranks form that cluster), or pass dist=False")
     if rank != 0:
         raise InvalidArgumentError(f"rank {rank} of {num_replicas} ranks: a single-rank conversion is rank 0 of 1")
     return rank, num_replicas

@@ -91,6 +91,32 @@ def test_dist_true_on_one_rank_converts_as_always_and_several_ranks_are_refused_
     assert not any(tmp_path.iterdir())  # nothing was written by any of them
 
 
+def test_dist_true_with_the_ranks_of_a_slurm_step_is_one_conversion_over_them(folder, tmp_path, monkeypatch):
+    # Under `srun -n 2 python convert.py` the step's ranks share one conversion (raydsconv.slurm; run for
+    # real in test_slurm.py): dist=True is accepted with those ranks, whatever gave them.
+    import raydsconv.slurm
+
+    monkeypatch.setattr(raydsconv.slurm, "_ray_running", lambda: False)  # this test session's Ray aside
+    for name, value in {"SLURM_JOB_ID": "7", "SLURM_STEP_ID": "0", "SLURM_PROCID": "1", "SLURM_STEP_NUM_TASKS": "2",
+                        "SLURM_NODEID": "1", "SLURM_LOCALID": "0", "SLURM_STEP_NUM_NODES": "2"}.items():
+        monkeypatch.setenv(name, value)
+    for name in ("WORLD_SIZE", "RANK", "RAY_ADDRESS", "RAYDSCONV_SLURM_RANKS"):
+        monkeypatch.delenv(name, raising=False)
+    given = raydsconv.MemmapConverter(folder, tmp_path / "one", 4, 2, 0, (8, 8), dist=True, rank=1, num_replicas=2)
+    assert (given.rank, given.num_replicas) == (1, 2)
+    assert (raydsconv.TarConverter(folder, tmp_path / "two", 4, 2, 0, dist=True).num_replicas) == 2  # from SLURM
+
+    with pytest.raises(InvalidArgumentError, match=r"dist=True with 4 ranks; this SLURM step has 2 ranks, this one "
+                                                   r"rank 1: pass those, or none"):
+        raydsconv.MemmapConverter(folder, tmp_path / "three", 4, 2, 0, (8, 8), dist=True, rank=1, num_replicas=4)
+    with pytest.raises(InvalidArgumentError, match="dist=True with 2 ranks: .*under srun -n N"):  # its own cluster
+        raydsconv.MemmapConverter(folder, tmp_path / "four", 4, 2, 0, (8, 8), dist=True, address="head:6379")
+    monkeypatch.setenv("RAYDSCONV_SLURM_RANKS", "0")  # opted out: each rank would convert everything
+    with pytest.raises(InvalidArgumentError, match="dist=True with 2 ranks"):
+        raydsconv.MemmapConverter(folder, tmp_path / "five", 4, 2, 0, (8, 8), dist=True)
+    assert not any(tmp_path.iterdir())
+
+
 def test_resize_and_convert_takes_the_predecessors_shape_keyword():
     image = photo_like(np.random.default_rng(3), 40, 30)
     by_shape = ResizeAndConvert(shape=(8, 8), mode="L")(image)

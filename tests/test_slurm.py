@@ -1,9 +1,11 @@
-"""jobs/slurm/convert.sbatch against a real SLURM: `scripts/local_slurm.sh start` runs a 2-node one on
-this host (CI does so in .ci/run). Without SLURM these tests skip, unless RAYDSCONV_REQUIRE_SLURM=1."""
+"""jobs/slurm/convert.sbatch, and `srun -n N python script.py` (raydsconv.slurm), against a real SLURM:
+`scripts/local_slurm.sh start` runs a 2-node one on this host (CI does so in .ci/run). Without SLURM
+these tests skip, unless RAYDSCONV_REQUIRE_SLURM=1."""
 
 from __future__ import annotations
 
 import functools
+import json
 import os
 import re
 import shutil
@@ -183,3 +185,147 @@ def test_warning_signal_stops_the_job_cleanly_and_the_same_job_resumes(tmp_path)
     assert f"resumed: {written} of {total} shards were already written" in log, log[-4000:]
     convert(source, tmp_path / "embedded", shape=(32, 32), images_per_file=2, progress=False)
     assert tree_digest(out) == tree_digest(tmp_path / "embedded")
+
+
+# -- srun -n N python script.py: the predecessor's way to distribute (raydsconv.slurm) ---------------
+
+SRUN_SCRIPT = Path(__file__).parent / "srun_convert.py"
+
+
+def srun(tmp_path: Path, *arguments: str, nodes: int = 2, tasks: int = 2, timeout: float = 300,
+         extra: tuple[str, ...] = ()) -> tuple[int, dict[int, dict], str, float]:
+    """Run tests/srun_convert.py under `srun -N nodes -n tasks --label`: (srun's exit code, each rank's
+    JSON result by rank, every line srun printed, seconds)."""
+    name = f"rdc-srun-{tmp_path.name}"[:60]
+    env = {**slurm_env(), "PYTHONPATH": str(ROOT)}
+    started = time.monotonic()
+    try:
+        done = subprocess.run(["srun", f"--nodes={nodes}", f"--ntasks={tasks}", "--label", f"--job-name={name}", *extra,
+                               sys.executable, str(SRUN_SCRIPT), *arguments], env=env, capture_output=True, text=True,
+                              timeout=timeout, cwd=tmp_path)
+    except subprocess.TimeoutExpired as expired:
+        subprocess.run(["scancel", f"--name={name}"], env=env, timeout=30)
+        pytest.fail(f"srun still running after {timeout} s:\n{(expired.stderr or b'')[-3000:]!r}")
+    seconds = time.monotonic() - started
+    results = {}
+    for line in done.stdout.splitlines():
+        labelled = re.match(r"^\s*(\d+): (\{.*\})$", line)
+        if labelled:
+            results[int(labelled.group(1))] = json.loads(labelled.group(2))
+    return done.returncode, results, done.stdout + done.stderr, seconds
+
+
+def assert_nothing_left(tmp_path: Path, job: str) -> None:
+    """No process of the job on this host, no meeting folder beside the outputs."""
+    wait_for(lambda: not job_processes(job), 15, f"no process of job {job} left")
+    assert not [p.name for p in tmp_path.iterdir() if ".srun-" in p.name], list(tmp_path.iterdir())
+
+
+@pytest.mark.usefixtures("ray_session")
+def test_srun_ranks_run_one_conversion_with_the_bytes_of_an_embedded_run(small_folder, tmp_path):
+    # The predecessor's script under its launch line: a converter with dist=True and the step's ranks.
+    code, results, log, seconds = srun(tmp_path, str(small_folder), str(tmp_path / "srun"), "converter")
+    assert code == 0 and sorted(results) == [0, 1], log[-4000:]
+    assert all("error" not in result for result in results.values()), log[-4000:]
+    assert "0: one conversion over 2 SLURM ranks on 2 nodes" in log and "this rank (0, on c0) is the driver" in log
+    assert "this rank (1, on c1) is a Ray worker" in log, log[-4000:]
+    assert re.search(r"^0: Ray ready in [\d.]+ s: 2 nodes, 2 CPUs$", log, re.M), log[-4000:]
+    assert "by 2 Ray nodes" in results[0]["summary"], "both nodes should have written shards:\n" + log[-3000:]
+    # Every rank got rank 0's report: the script goes on alike on both.
+    assert results[1]["summary"] == results[0]["summary"] and results[1]["len"] == results[0]["len"] == 33
+    started = time.monotonic()
+    convert(small_folder, tmp_path / "embedded", shape=(16, 16), images_per_file=2, progress=False)
+    print(f"srun -N 2 -n 2: {seconds:.1f} s for the whole step; embedded convert(): {time.monotonic() - started:.1f} s")
+    assert tree_digest(tmp_path / "srun") == tree_digest(tmp_path / "embedded")
+    assert_nothing_left(tmp_path, results[0]["job"])
+
+
+@pytest.mark.usefixtures("ray_session")
+def test_srun_second_rank_on_a_node_only_waits(small_folder, tmp_path):
+    # 3 ranks on 2 nodes (blocks: ranks 0 and 1 on c0, 2 on c1): one Ray node per node; rank 1 waits.
+    code, results, log, _ = srun(tmp_path, str(small_folder), str(tmp_path / "srun"), "convert", tasks=3,
+                                 extra=("--overcommit",))
+    assert code == 0 and sorted(results) == [0, 1, 2], log[-4000:]
+    assert "this rank (1, on c0) is waiting (another rank runs the Ray node of c0)" in log, log[-4000:]
+    assert "this rank (2, on c1) is a Ray worker" in log and "2: starting a Ray node on c1" in log
+    assert "1: starting a Ray node" not in log
+    assert {result["num_samples"] for result in results.values()} == {33}
+    convert(small_folder, tmp_path / "embedded", shape=(16, 16), images_per_file=2, progress=False)
+    assert tree_digest(tmp_path / "srun") == tree_digest(tmp_path / "embedded")
+    assert_nothing_left(tmp_path, results[0]["job"])
+
+
+def test_srun_failing_conversion_fails_every_rank_and_leaves_nothing_running(small_folder, tmp_path):
+    # strict: the first unreadable image fails a Ray task, after the cluster has formed.
+    code, results, log, _ = srun(tmp_path, str(small_folder), str(tmp_path / "out"), "converter", "strict=1")
+    assert code != 0 and sorted(results) == [0, 1], log[-4000:]
+    assert "Ray ready in" in log, log[-4000:]
+    assert "(strict mode)" in results[0]["error"], log[-4000:]
+    assert results[1]["error"].startswith("ConversionError: rank 0's conversion failed: ") and "(strict mode)" in \
+        results[1]["error"]
+    assert not (tmp_path / "out" / MANIFEST_FILE).exists()
+    assert_nothing_left(tmp_path, results[0]["job"])
+
+
+def test_srun_rank_0_refusing_the_arguments_fails_every_rank_at_once(tmp_path):
+    code, results, log, seconds = srun(tmp_path, str(tmp_path / "missing"), str(tmp_path / "out"), "convert")
+    assert code != 0 and sorted(results) == [0, 1], log[-4000:]
+    assert "does not exist" in results[0]["error"] and results[0]["error"].startswith("InvalidArgumentError")
+    # The same class on rank 1 (the CLI's exit code 2), and no Ray was started for nothing.
+    assert results[1]["error"].startswith("InvalidArgumentError: rank 0's conversion failed: ")
+    assert "starting Ray" not in log and "starting a Ray node" not in log
+    assert_nothing_left(tmp_path, results[0]["job"])
+
+
+STEP = {"SLURM_JOB_ID": "7", "SLURM_STEP_ID": "0", "SLURM_PROCID": "2", "SLURM_STEP_NUM_TASKS": "3",
+        "SLURM_NODEID": "1", "SLURM_LOCALID": "0", "SLURM_STEP_NUM_NODES": "2", "SLURM_STEP_TASKS_PER_NODE": "2,1",
+        "SLURMD_NODENAME": "c1", "SLURM_STEP_NODELIST": "c[0-1]", "SLURM_CPUS_ON_NODE": "1"}
+
+
+def test_which_processes_share_a_conversion(monkeypatch):
+    from raydsconv import slurm
+
+    monkeypatch.setattr(slurm, "_ray_running", lambda: False)
+    step = slurm.this_step(None, STEP)
+    assert (step.rank, step.ranks, step.node, step.tasks_here, step.starts_node) == (2, 3, "c1", 1, True)
+    assert step.describe().endswith("this rank (2, on c1) is a Ray worker")
+    assert slurm.node_cpus(step, STEP) == 1  # at most what the job holds on the node
+    assert slurm.this_step(None, {**STEP, "SLURM_PROCID": "1", "SLURM_LOCALID": "1", "SLURM_NODEID": "0"}).tasks_here == 2
+    # Not shared: one task, a batch script (no step), an address, RAY_ADDRESS, the opt-out, Ray running here.
+    assert slurm.this_step(None, {**STEP, "SLURM_STEP_NUM_TASKS": "1"}) is None
+    assert slurm.this_step(None, {k: v for k, v in STEP.items() if k not in ("SLURM_STEP_ID", "SLURM_STEP_NUM_TASKS")}
+                           | {"SLURM_NTASKS": "3"}) is None
+    assert slurm.this_step("auto", STEP) is None and slurm.this_step(None, {**STEP, "RAY_ADDRESS": "h:6379"}) is None
+    assert slurm.this_step(None, {**STEP, "RAYDSCONV_SLURM_RANKS": "0"}) is None
+    monkeypatch.setattr(slurm, "_ray_running", lambda: True)
+    assert slurm.this_step(None, STEP) is None
+
+    assert slurm.tasks_per_node("2(x3),1") == [2, 2, 2, 1] and slurm.tasks_per_node("weird") == []
+    assert slurm.node_memory(4, {"SLURM_MEM_PER_CPU": "1000"}) == (2800 << 20, 1200 << 20)
+    assert slurm.node_memory(4, {"SLURM_MEM_PER_NODE": "100000"})[1] == 16384 << 20  # the object store's cap
+    assert slurm.node_memory(4, {}) is None
+
+
+def test_a_report_travels_to_the_other_ranks_whole(small_folder, tmp_path, ray_session):
+    from raydsconv import slurm
+
+    report = convert(small_folder, tmp_path / "ds", shape=(8, 8), images_per_file=5, progress=False)
+    travelled = slurm.report_from_dict(json.loads(json.dumps(slurm.report_to_dict(report))))
+    assert travelled == report and travelled.summary() == report.summary()
+
+
+def test_rank_0_removes_the_meetings_a_killed_step_left_about_the_same_output(tmp_path, monkeypatch):
+    from raydsconv import slurm
+
+    monkeypatch.setattr(slurm, "_ray_running", lambda: False)
+    dead, live, other = (tmp_path / name for name in (".out.srun-5.0", ".out.srun-6.0", ".other.srun-5.0"))
+    for folder in (dead, live, other):
+        folder.mkdir()
+        (folder / "beat").write_text("3\n")
+    for folder in (dead, other):
+        os.utime(folder / "beat", (time.time() - slurm.DEAD_AFTER_S - 60,) * 2)
+    meeting = slurm.Meeting.of(slurm.this_step(None, {**STEP, "SLURM_JOB_ID": "8"}), tmp_path / "out")
+    meeting.create()
+    assert meeting.path.name == ".out.srun-8.0" and meeting.ready()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".other.srun-5.0", ".out.srun-6.0", ".out.srun-8.0"]
+    assert meeting.path.stat().st_mode & 0o777 == 0o700
