@@ -41,7 +41,6 @@ from raydsconv.sources import Listing
 
 logger = logging.getLogger(__name__)
 
-MAX_WARMED_WORKERS = 64
 MAX_HELPERS = 16  # helper tasks per shard task, when CPUs outnumber the shards to write
 SHARD_TASK_RETRIES = 1  # retries of a shard's task whose worker died, before it is written in isolation
 ISOLATED_TASK_RETRIES = 1  # the same for the isolated write (its worker only dies of a lost node or the writer)
@@ -230,7 +229,6 @@ def run_shards(listing: Listing, shards: list[int], job: ShardJob, *, images_per
 
     if not shards:
         return
-    _warm_workers(concurrency)
     try:  # shipped once through the object store, not with every task
         ray.cloudpickle.dumps(listing.loader)
         loader = ray.put(listing.loader)
@@ -248,31 +246,6 @@ def run_shards(listing: Listing, shards: list[int], job: ShardJob, *, images_per
     lost = [shard for shard in shards if shard not in written]
     if lost:
         yield from _write_isolated(lost, shipped, concurrency)
-
-
-def _warm_up() -> None:
-    import raydsconv.jpeg
-    import raydsconv.shards  # noqa: F401  (the formats, pyarrow, Pillow)
-
-    raydsconv.jpeg.decode_jpeg  # noqa: B018
-    import torch  # noqa: F401  (the fast path's, the largest import: ~2 CPU-s in a fresh worker)
-
-
-def _warm_workers(concurrency: int | None) -> None:
-    """Have the workers import the decode path now, while the driver still ships the candidates and
-    Ray Data plans, rather than in their first task. Workers of an earlier conversion are warm already."""
-    import ray
-
-    cpus = concurrency or int(ray.cluster_resources().get("CPU", 1))
-    for _ in range(min(cpus, MAX_WARMED_WORKERS)):
-        _warm_up_task().remote()  # not waited for: the shards' tasks queue behind them on the same workers
-
-
-@functools.cache
-def _warm_up_task() -> Any:
-    import ray
-
-    return ray.remote(num_cpus=1, max_retries=0)(_warm_up)
 
 
 def _helpers(num_shards: int, concurrency: int | None) -> int:
