@@ -18,7 +18,7 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 
 from raydsconv.errors import InvalidArgumentError
-from raydsconv.sources.folder import FolderLoader, walk_files
+from raydsconv.sources.folder import FolderLoader, relative_files
 from raydsconv.sources.listing import PATH_BYTES, Listing, Skipped, files_fingerprint, path_text, recorded_paths
 
 KEY_COLUMNS = ("path", "file", "filename", "file_name", "image", "image_id", "id", "name")
@@ -90,12 +90,7 @@ def _normal_key(key: str) -> str:
 def list_files(root: str | os.PathLike) -> tuple[Path, list[str], list[Skipped]]:
     """Every regular file below ``root`` (relative, sorted walk order), and the odd entries."""
     root = Path(root).absolute()
-    paths, skipped = [], []
-    for directory, files, odd in walk_files(root):
-        relative_dir = os.path.relpath(directory, root).replace(os.sep, "/")
-        prefix = "" if relative_dir == "." else f"{relative_dir}/"
-        paths.extend(prefix + name for name in files)
-        skipped.extend(Skipped(prefix + name, reason) for name, reason in odd)
+    paths, skipped = relative_files(root, root)
     if not paths:
         raise InvalidArgumentError(f"source folder {str(root)!r} contains no files")
     return root, paths, skipped

@@ -67,11 +67,10 @@ def list_image_folder(root: str | os.PathLike) -> Listing:
             skipped.append(Skipped(class_name, f"the same folder as class {owner!r} (a symbolic link): "
                                                f"its files are listed once, in class {owner!r}"))
             continue
-        for directory, files, odd in walk_files(root / class_name, exclude=not_followed):
-            relative_dir = os.path.relpath(directory, root).replace(os.sep, "/")
-            paths.extend(f"{relative_dir}/{name}" for name in files)
-            labels.extend([label] * len(files))
-            skipped.extend(Skipped(f"{relative_dir}/{name}", reason) for name, reason in odd)
+        found, odd = relative_files(root, root / class_name, exclude=not_followed)
+        paths.extend(found)
+        labels.extend([label] * len(found))
+        skipped.extend(odd)
     if not paths:
         raise InvalidArgumentError(f"source folder {str(root)!r} contains no files below its class folders")
     texts, exact = recorded_paths(paths)
@@ -95,6 +94,19 @@ def _class_folder_owners(root: Path, classes: list[str]) -> dict[tuple[int, int]
         if folder is not None:
             owners.setdefault(folder, class_name)
     return owners
+
+
+def relative_files(root: Path, top: Path, *, exclude: Container = frozenset()) -> tuple[list[str], list[Skipped]]:
+    """The regular files below ``top`` (``walk_files`` order) as "/"-separated paths relative to
+    ``root``, and its odd entries as skipped inputs."""
+    paths: list[str] = []
+    skipped: list[Skipped] = []
+    for directory, files, odd in walk_files(top, exclude=exclude):
+        relative_dir = os.path.relpath(directory, root).replace(os.sep, "/")
+        prefix = "" if relative_dir == "." else f"{relative_dir}/"
+        paths.extend(prefix + name for name in files)
+        skipped.extend(Skipped(prefix + name, reason) for name, reason in odd)
+    return paths, skipped
 
 
 def walk_files(top: Path, *, exclude: Container = frozenset()):
