@@ -51,6 +51,7 @@ def decode_jpeg(data: bytes, mode: str) -> Any:
 def resize_bicubic(image: Any, height: int, width: int) -> Any:
     """A (C, H, W) uint8 tensor resized with antialiased bicubic interpolation, as
     ``v2.functional.resize(image, [height, width], InterpolationMode.BICUBIC, antialias=True)``."""
+    import torch
     from torch.nn.functional import interpolate
 
     channels, old_height, old_width = image.shape
@@ -59,8 +60,6 @@ def resize_bicubic(image: Any, height: int, width: int) -> Any:
     numel = image.numel()
     image = image.reshape(-1, channels, old_height, old_width)
     strides = image.stride()
-    import torch
-
     if image.is_contiguous(memory_format=torch.channels_last) and image.shape[0] == 1 and numel != strides[0]:
         # torchvision's restride (pytorch issue 68430): the output is then allocated channels-last too
         image = image.as_strided((1, channels, old_height, old_width), [numel, *strides[1:]])
