@@ -61,12 +61,13 @@ def ensure_ray(address: str | None = None, *, num_cpus: int | None = None, say: 
         num_cpus = num_cpus or available_cpus()
         if say:
             say(f"starting Ray ({counted(num_cpus, 'CPU')})…")
-        ray.init(
-            num_cpus=num_cpus,
-            include_dashboard=False,
-            logging_level=logging.WARNING,
-            log_to_driver=log_to_driver,
-        )
+        with _lean_head(keep_log_monitor=log_to_driver):
+            ray.init(
+                num_cpus=num_cpus,
+                include_dashboard=False,
+                logging_level=logging.WARNING,
+                log_to_driver=log_to_driver,
+            )
     else:
         given = address if address is not None else os.environ.get("RAY_ADDRESS")
         if say:
@@ -82,6 +83,31 @@ def ensure_ray(address: str | None = None, *, num_cpus: int | None = None, say: 
     seconds = time.perf_counter() - started
     logger.info("Ray ready in %.1f s (%s)", seconds, ray.cluster_resources())
     return seconds
+
+
+@contextmanager
+def _lean_head(*, keep_log_monitor: bool) -> Iterator[None]:
+    """While an embedded Ray starts: without three processes that a conversion on this machine never
+    uses, which cost ~2 s of the start on 2 CPUs and ~1 s of the shutdown: the dashboard's API server
+    (started even with ``include_dashboard=False``, and waited for), the autoscaler's monitor (nothing
+    to scale), and the log monitor unless workers' output is printed here. ``ray.init`` has no
+    option for them, so Ray's node is told for the duration of the call; if Ray's internals have
+    moved, Ray starts as usual. Who wants the dashboard calls ``ray.init()`` before converting."""
+    try:
+        from ray._private.node import Node
+
+        skipped = ["start_api_server", "start_monitor"] + ([] if keep_log_monitor else ["start_log_monitor"])
+        originals = {name: Node.__dict__[name] for name in skipped}
+    except (ImportError, KeyError):
+        yield
+        return
+    for name in skipped:
+        setattr(Node, name, lambda self, **_: None)
+    try:
+        yield
+    finally:
+        for name, original in originals.items():
+            setattr(Node, name, original)
 
 
 def data_context() -> Any:
