@@ -254,12 +254,11 @@ def _bench(args: argparse.Namespace) -> int:
 
 
 def describe(dataset: str) -> dict:
-    from raydsconv.layout import FORMATS_NAME
+    from raydsconv.layout import read_formats
     from raydsconv.manifest import load_manifest
 
-    formats_file = Path(dataset) / FORMATS_NAME
-    if formats_file.is_file():  # several formats from one pass: describe each
-        folders = json.loads(formats_file.read_text())["formats"]
+    folders = read_formats(Path(dataset))
+    if folders is not None:  # several formats from one pass: describe each
         return {"path": str(dataset), "formats": {name: describe(str(Path(dataset) / folder))
                                                   for name, folder in folders.items()}}
     manifest = load_manifest(dataset)

@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from raydsconv.errors import ClusterUnreachableError, InvalidArgumentError
+from raydsconv.errors import ClusterUnreachableError, InvalidArgumentError, RayStartError
 from raydsconv.progress import counted
 
 logger = logging.getLogger(__name__)
@@ -61,13 +61,25 @@ def ensure_ray(address: str | None = None, *, num_cpus: int | None = None, say: 
         num_cpus = num_cpus or available_cpus()
         if say:
             say(f"starting Ray ({counted(num_cpus, 'CPU')})…")
-        with _lean_head(keep_log_monitor=log_to_driver):
-            ray.init(
-                num_cpus=num_cpus,
-                include_dashboard=False,
-                logging_level=logging.WARNING,
-                log_to_driver=log_to_driver,
-            )
+        try:
+            with _lean_head(keep_log_monitor=log_to_driver):
+                ray.init(
+                    num_cpus=num_cpus,
+                    include_dashboard=False,
+                    logging_level=logging.WARNING,
+                    log_to_driver=log_to_driver,
+                )
+        except OSError:  # a temporary folder that cannot be written: the CLI names the file
+            raise
+        except Exception as error:  # Ray raises RuntimeError, ValueError or Exception itself: one line here
+            from ray._common.utils import get_default_ray_temp_dir
+
+            reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
+            raise RayStartError(
+                f"Ray did not start on this machine: {reason}; Ray's own logs are in "
+                f"{get_default_ray_temp_dir()}/session_latest/logs (usual causes: that disk is full, too little free "
+                "memory, or RAY_TMPDIR/TMPDIR names a folder too deep for a socket path)"
+            ) from error
     else:
         given = address if address is not None else os.environ.get("RAY_ADDRESS")
         if say:

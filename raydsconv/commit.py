@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -52,7 +51,7 @@ def commit(workspace: Workspace, plan: ConversionPlan, listing: Listing, targets
             remove_temporary_files(target.root)  # what a failure (a full disk) left half-written
             raise
     if plan.several:
-        _write_formats_file(workspace.root, targets)
+        layout.write_formats(workspace.root, {t.format.name: t.root.name for t in targets})
     if workspace.replacing:
         finish_swap(workspace.output, workspace.root, plan.several)
     remove_work_state(workspace.output)
@@ -89,12 +88,6 @@ def write_dataset(target: Target, listing: Listing, records: list[ShardRecord], 
     )
     manifest.write(target.root)
     return manifest
-
-
-def _write_formats_file(top: Path, targets: list[Target]) -> None:
-    """Several formats from one pass: ``formats.json`` says which sub-folder holds which."""
-    text = json.dumps({"formats": {t.format.name: t.root.name for t in targets}}, indent=1) + "\n"
-    layout.write_atomically(top / layout.FORMATS_NAME, lambda temporary: temporary.write_text(text))
 
 
 def _write_index(root: Path, listing: Listing, records: list[ShardRecord], format_name: str) -> None:

@@ -55,6 +55,10 @@ class ClusterUnreachableError(RaydsconvError, ConnectionError):
     """No Ray cluster answers at the address given (``--address``, ``address=``, ``RAY_ADDRESS``)."""
 
 
+class RayStartError(RaydsconvError):
+    """An embedded Ray did not start on this machine (its temporary folder, its ports, its memory)."""
+
+
 class ConversionInterrupted(KeyboardInterrupt):
     """SIGINT or SIGTERM stopped a conversion; what was written is kept, and the same command resumes.
     A KeyboardInterrupt, so that Ctrl-C in Python or Jupyter behaves as usual."""

@@ -25,6 +25,7 @@ While a conversion runs, its state lives beside the shards in a work folder that
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 from pathlib import Path
@@ -94,6 +95,25 @@ def record_name(shard: int) -> str:
 def dataset_root(top: Path, format_name: str, several: bool) -> Path:
     """Where one format's dataset goes: the top itself, or its sub-folder when several are written."""
     return top / format_name if several else top
+
+
+def write_formats(top: Path, folders: dict[str, str]) -> None:
+    """Several formats from one pass: ``formats.json`` says which sub-folder holds which format."""
+    text = json.dumps({"formats": folders}, indent=1) + "\n"
+    write_atomically(top / FORMATS_NAME, lambda temporary: temporary.write_text(text))
+
+
+def read_formats(top: Path) -> dict[str, str] | None:
+    """format -> sub-folder of a several-formats output; None where ``top`` holds one format. Raises
+    ValueError ("cannot be read (why)") when the file is there but unreadable."""
+    path = Path(top) / FORMATS_NAME
+    if not path.is_file():
+        return None
+    try:
+        folders = json.loads(path.read_text())["formats"]
+        return {str(name): str(folder) for name, folder in folders.items()}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
+        raise ValueError(f"cannot be read ({error})") from None
 
 
 def manifest_file_for(format_version: int) -> str:

@@ -14,7 +14,6 @@ Neither torch nor Ray is imported.
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -27,7 +26,7 @@ import numpy as np
 from raydsconv.checks import Problem, file_problems, format_problems, index_problems, label_problems
 from raydsconv.errors import CorruptDatasetError, ManifestError
 from raydsconv.formats.base import file_sha256
-from raydsconv.layout import FORMATS_NAME, WORK_DIR, manifest_path
+from raydsconv.layout import FORMATS_NAME, WORK_DIR, manifest_path, read_formats
 from raydsconv.manifest import Manifest, ShardFile, load_manifest
 
 DEEP_ROWS = 256  # rows read per call when decoding a shard
@@ -91,10 +90,9 @@ def verify(path: str | os.PathLike, *, deep: bool = False, format: str | None = 
 def _formats_listing(report: VerifyReport, wanted: str | None) -> list[tuple[str, str]]:
     """The (format, folder) pairs of formats.json that exist; the others reported."""
     try:
-        listing = json.loads((report.path / FORMATS_NAME).read_text())["formats"]
-        pairs = [(str(name), str(folder)) for name, folder in listing.items()]
-    except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
-        report.problems.append(Problem(FORMATS_NAME, f"cannot be read ({error})"))
+        pairs = list((read_formats(report.path) or {}).items())
+    except ValueError as error:
+        report.problems.append(Problem(FORMATS_NAME, str(error)))
         return []
     if wanted is not None:
         pairs = [(name, folder) for name, folder in pairs if name == wanted]

@@ -115,7 +115,7 @@ def _finished_dataset(output: Path, several: bool) -> tuple[bool, dict | None]:
         return False, None
     try:
         if formats.exists():  # several formats: every sub-folder's manifest records the same plan
-            folder = next(iter(json.loads(formats.read_text())["formats"].values()))
+            folder = next(iter(layout.read_formats(output).values()))
             manifest = layout.manifest_path(output / folder)
         return True, json.loads(manifest.read_text()).get("plan")
     except (OSError, ValueError, KeyError, StopIteration, AttributeError):

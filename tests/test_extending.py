@@ -2,37 +2,22 @@
 
 from __future__ import annotations
 
-import importlib.util
-import re
-import sys
-from pathlib import Path
-
 import numpy as np
 import pytest
+
+from docs_code import doc_module, forget_module
 
 from raydsconv import convert, open_dataset
 from raydsconv.formats import FORMATS
 from raydsconv.testing import FormatConformance
 
-DOC = Path(__file__).parent.parent / "docs" / "extending.md"
-
 
 @pytest.fixture(scope="module")
-def npz_format(tmp_path_factory):
-    import ray.cloudpickle
-
-    code = re.findall(r"```python\n(.*?)```", DOC.read_text(), re.S)[0]
-    module_path = tmp_path_factory.mktemp("plugin") / "npz_format.py"
-    module_path.write_text(code)
-    spec = importlib.util.spec_from_file_location("npz_format", module_path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["npz_format"] = module
-    spec.loader.exec_module(module)
-    ray.cloudpickle.register_pickle_by_value(module)  # this test's module is not installed on the workers
+def npz_format():
+    module = doc_module("npz_format", "class NpzShardWriter")
     yield module
-    ray.cloudpickle.unregister_pickle_by_value(module)
+    forget_module(module)
     FORMATS.pop("npz", None)
-    del sys.modules["npz_format"]
 
 
 @pytest.mark.usefixtures("ray_session")

@@ -4,9 +4,7 @@ multi-label kind of docs/extending.md, run as written, in every format."""
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import json
-import re
 import subprocess
 import sys
 import tarfile
@@ -19,6 +17,8 @@ import pytest
 from PIL import Image
 
 import raydsconv
+from docs_code import doc_module, forget_module
+
 from raydsconv import convert, open_dataset, verify
 from raydsconv.errors import InvalidArgumentError, ManifestError
 from raydsconv.formats import FORMATS, get_format, register
@@ -28,7 +28,6 @@ from raydsconv.samples import jpeg_bytes, photo_like
 
 pytestmark = pytest.mark.usefixtures("ray_session")
 
-DOC = Path(__file__).parent.parent / "docs" / "extending.md"
 BUILT_IN = ["memmap", "hdf5", "parquet", "ipc", "tar"]
 SHAPE = (12, 16)
 
@@ -221,31 +220,6 @@ def test_a_dataset_of_an_unknown_kind_names_what_to_import(small_folder, tmp_pat
 
 
 # ---------------------------------------------------------------- the documented multi-label kind
-
-
-def doc_module(name: str, marker: str, edit=lambda code: code):
-    """A python block of docs/extending.md as an importable module (tests/ is on the Ray workers' path)."""
-    import ray.cloudpickle
-
-    code = next(block for block in re.findall(r"```python\n(.*?)```", DOC.read_text(), re.S) if marker in block)
-    path = Path(__file__).parent / f"{name}.py"
-    path.write_text(edit(code))
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    try:
-        spec.loader.exec_module(module)
-    finally:
-        path.unlink()
-    ray.cloudpickle.register_pickle_by_value(module)
-    return module
-
-
-def forget_module(module) -> None:
-    import ray.cloudpickle
-
-    ray.cloudpickle.unregister_pickle_by_value(module)
-    del sys.modules[module.__name__]
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,6 @@ PIL images, arrays or tensors is a decoder's job (``raydsconv.reading.decoders``
 
 from __future__ import annotations
 
-import json
 import os
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -23,7 +22,7 @@ from raydsconv.checks import check_on_open, labels_outside
 from raydsconv.errors import CorruptDatasetError, ManifestError
 from raydsconv.formats import Format, ShardReader, get_format
 from raydsconv.formats.base import DEFAULT_MAX_OPEN_SHARDS, OpenShards
-from raydsconv.layout import FORMATS_NAME
+from raydsconv.layout import FORMATS_NAME, read_formats
 from raydsconv.manifest import Manifest, load_manifest
 from raydsconv.targets import ClassLabel, Mask, TargetKind, make_known, target_of
 
@@ -32,12 +31,11 @@ def dataset_folder(path: str | os.PathLike, format: str | None = None) -> Path:
     """The folder of one format's dataset: ``path`` itself, or for the output of a several-formats
     conversion the sub-folder of ``format``."""
     root = Path(path)
-    listing = root / FORMATS_NAME
-    if listing.is_file():
-        try:
-            folders = json.loads(listing.read_text())["formats"]
-        except (OSError, ValueError, KeyError, TypeError) as error:
-            raise ManifestError(f"{listing}: cannot be read ({error})") from None
+    try:
+        folders = read_formats(root)
+    except ValueError as error:
+        raise ManifestError(f"{root / FORMATS_NAME}: {error}") from None
+    if folders is not None:
         if format not in folders:
             raise ManifestError(f"{root} holds several formats ({', '.join(folders)}); pass format=<one of them>")
         return root / folders[format]
@@ -120,8 +118,9 @@ class DatasetReader:
     def locate(self, indices: Any) -> tuple[np.ndarray, np.ndarray]:
         """(shards, rows) of the samples ``indices`` (negative ones count from the end)."""
         indices = np.asarray(indices, dtype=np.int64)
-        if len(indices) and not (-len(self) <= indices.min() and indices.max() < len(self)):
-            raise IndexError(f"sample indices out of range for a dataset of {len(self)} samples")
+        outside = (indices < -len(self)) | (indices >= len(self))
+        if outside.any():
+            raise IndexError(f"sample {int(indices[outside][0])} out of range for a dataset of {len(self)} samples")
         indices = indices % max(len(self), 1)
         shards = np.searchsorted(self._ends, indices, side="right")
         return shards, indices - self._starts[shards]

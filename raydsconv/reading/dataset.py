@@ -174,13 +174,11 @@ class ShardedDataset(Dataset):
 
     def locate(self, index: int) -> tuple[int, int]:
         """(shard, row) of sample ``index``."""
-        if not -len(self) <= index < len(self):
-            raise IndexError(f"sample {index} out of range for a dataset of {len(self)} samples")
         shards, rows = self.reader.locate([index])
         return int(shards[0]), int(rows[0])
 
     def __getitem__(self, index: int) -> tuple[Any, Any]:
-        self.locate(int(index))  # an IndexError past the end, so that `for x in ds` stops there
+        # an IndexError past the end (from the reader's locate), so that `for x in ds` stops there
         return self._samples([int(index)], stack=False)[0]
 
     def __getitems__(self, indices: list[int]) -> list[tuple[Any, Any]]:
