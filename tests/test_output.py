@@ -93,6 +93,19 @@ def test_verbose_lets_ray_through_and_a_log_gets_plain_lines(small_folder, tmp_p
     assert "into 1 shard of tar" in done.stdout and "Ray's log" not in done.stdout
 
 
+def test_ray_that_cannot_start_is_one_line_naming_its_logs(small_folder, tmp_path):
+    # Ray refuses an object store this small (a ValueError from ray.init, before any process starts)
+    done = subprocess.run([sys.executable, "-m", "raydsconv.cli", "convert", str(small_folder), str(tmp_path / "ds"),
+                           "--shape", "8", "8"], capture_output=True, text=True, timeout=120,
+                          env=cli_env(RAY_DEFAULT_OBJECT_STORE_MEMORY_PROPORTION="0.0000001"))
+    assert done.returncode == 1
+    error = done.stderr.strip().splitlines()[-1]
+    assert error.startswith("raydsconv: error: Ray did not start on this machine: Attempting to cap object store")
+    assert "session_latest/logs" in error and "Traceback" not in done.stderr
+    left = sorted(str(p.relative_to(tmp_path / "ds")) for p in (tmp_path / "ds").rglob("*"))
+    assert left == [".raydsconv", ".raydsconv/plan.json", ".raydsconv/shards"]  # the plan, to resume; no lock held
+
+
 @pytest.mark.usefixtures("ray_session")
 def test_the_python_api_prints_phases_with_progress_and_nothing_without(small_folder, tmp_path, capfd):
     from raydsconv import convert
