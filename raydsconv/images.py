@@ -287,10 +287,13 @@ def extension_for(source_format: str) -> str:
 def inspect_image(data: bytes, *, validation: str = "full", max_pixels: int = DEFAULT_MAX_PIXELS) -> ImageInfo:
     """Check that ``data`` is a usable image without keeping pixels; raises BadImage with a reason.
 
-    ``validation="full"`` decodes the whole image (the only check that catches a truncated JPEG;
-    ``Image.verify()`` does not). JPEGs are decoded at 1/8 scale: every entropy-coded byte is
-    still read, so truncation and corruption are caught, at a fraction of the cost.
-    ``"header"`` only parses the header: much faster, blind to damage further in.
+    ``validation="full"`` decodes the whole image, as a reader's decoder later will (the only check
+    that catches a truncated JPEG; ``Image.verify()`` does not). JPEGs are decoded at 1/8 scale:
+    every entropy-coded byte is still read, so truncation, a missing end marker and malformed
+    markers are caught, at a fraction of the cost. Damage inside the compressed data that the
+    decoder tolerates (libjpeg warns, Pillow drops the warning) decodes to wrong pixels and is not
+    caught: no check without a checksum of the original can tell. ``"header"`` only parses the
+    header: much faster, blind to damage further in.
     """
     with warnings.catch_warnings():
         image = open_image(data, max_pixels)
