@@ -123,13 +123,16 @@ def main() -> int:
     sizes = {args.small: subset(full, args.workdir, args.small), args.images: full}
     out = args.workdir / "tar-validation-out"
     times: dict[str, list[float]] = {}
+    loads = [os.getloadavg()[0]]  # others' work on a shared machine shows here
     for _ in range(args.repeats):
         for n in sizes:
             times.setdefault(f"raydsconv tar {n}", []).append(timed(ours(sizes[n], out), out))
             times.setdefault(f"webdataset {n}", []).append(timed(webdataset(sizes[n], out), out))
+        loads.append(os.getloadavg()[0])
     median = {name: statistics.median(values) for name, values in times.items()}
     cpus = len(os.sched_getaffinity(0))
-    print(f"\nwhole commands, wall clock, medians of {args.repeats} ({cpus} CPUs)")
+    print(f"\nwhole commands, wall clock, medians of {args.repeats} ({cpus} CPUs; 1-minute load average "
+          f"before and after each repeat: {', '.join(f'{load:.1f}' for load in loads)})")
     for name, value in median.items():
         print(f"  {name:<24}{value:8.2f} s   {[round(v, 2) for v in times[name]]}")
     print(f"\n{'':<16}{'F (s)':>8}{'marginal img/s':>16}{f'{args.small} img/s':>12}{f'{args.images} img/s':>12}")
