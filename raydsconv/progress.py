@@ -71,6 +71,7 @@ class ImagesBar:
         self.progress, self.total, self.poll = progress, total, poll
         self.base = (done, skipped)
         self.done_shards: dict[int, tuple[int, int]] = {}
+        self.finished_counts = (0, 0)  # the sums over done_shards, kept as they come (not summed per shard)
         self.partial: Mapping[int, tuple[int, int]] = {}
         self.lock = threading.Lock()
         self.stopped = threading.Event()
@@ -100,15 +101,20 @@ class ImagesBar:
     def finished(self, shard: int, inputs: int, skipped: int) -> None:
         """Shard ``shard`` is written: ``inputs`` inputs, ``skipped`` of them skipped."""
         with self.lock:
+            before = self.done_shards.get(shard, (0, 0))
             self.done_shards[shard] = (inputs, skipped)
+            done, bad = self.finished_counts
+            self.finished_counts = (done + inputs - before[0], bad + skipped - before[1])
             self._show()
 
     def counts(self) -> tuple[int, int]:
-        """(inputs done, inputs skipped) so far."""
-        done, skipped = self.base
-        for shard, (inputs, bad) in [*self.done_shards.items(),
-                                     *((s, c) for s, c in self.partial.items() if s not in self.done_shards)]:
-            done, skipped = done + inputs, skipped + bad
+        """(inputs done, inputs skipped) so far: the finished shards' sums, and the notes of the shards
+        still being written (as many as run at once), so a count costs the same at the last shard as
+        at the first."""
+        done, skipped = self.base[0] + self.finished_counts[0], self.base[1] + self.finished_counts[1]
+        for shard, (inputs, bad) in self.partial.items():
+            if shard not in self.done_shards:
+                done, skipped = done + inputs, skipped + bad
         return min(done, self.total), skipped
 
     def _poll(self) -> None:

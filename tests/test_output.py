@@ -250,3 +250,25 @@ def test_progress_notes_are_throttled_and_read_back(tmp_path, monkeypatch):
     assert read_progress_notes(tmp_path, {7}) == {}
     note.remove()
     assert not (tmp_path / "00007.progress").exists()
+
+
+def test_a_finished_shard_is_counted_without_summing_the_others_again(monkeypatch):
+    """Counting is linear in the shards: each finished shard adds to running sums (the bar summed
+    every finished shard per shard, quadratic: 0.26 s at 1,282 shards, ~26 s at 12,820)."""
+    stream = io.StringIO()
+    with Progress(stream=stream).images(10_000 * 3, poll=None) as bar:
+        for shard in range(10_000):
+            bar.finished(shard, 3, shard % 2)
+        bar.finished(17, 3, 0)  # the same shard again (written once more): replaces its count
+        assert bar.counts() == (30_000, 4_999)
+        monkeypatch.setattr(bar, "done_shards", _NoIteration(bar.done_shards))
+        bar.partial = {10_000: (2, 1)}
+        assert bar.counts() == (30_000, 5_000)
+
+
+class _NoIteration(dict):
+    def __iter__(self):
+        raise AssertionError("counts() iterated over every finished shard")
+
+    def items(self):
+        raise AssertionError("counts() iterated over every finished shard")
