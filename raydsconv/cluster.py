@@ -72,13 +72,11 @@ def ensure_ray(address: str | None = None, *, num_cpus: int | None = None, say: 
         except OSError:  # a temporary folder that cannot be written: the CLI names the file
             raise
         except Exception as error:  # Ray raises RuntimeError, ValueError or Exception itself: one line here
-            from ray._common.utils import get_default_ray_temp_dir
-
             reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
             raise RayStartError(
-                f"Ray did not start on this machine: {reason}; Ray's own logs are in "
-                f"{get_default_ray_temp_dir()}/session_latest/logs (usual causes: that disk is full, too little free "
-                "memory, or RAY_TMPDIR/TMPDIR names a folder too deep for a socket path)"
+                f"Ray did not start on this machine: {reason}; Ray's own logs are in {_ray_temp_dir()}/session_latest/"
+                "logs (usual causes: that disk is full, too little free memory, or RAY_TMPDIR/TMPDIR names a folder "
+                "too deep for a socket path)"
             ) from error
     else:
         given = address if address is not None else os.environ.get("RAY_ADDRESS")
@@ -95,6 +93,16 @@ def ensure_ray(address: str | None = None, *, num_cpus: int | None = None, say: 
     seconds = time.perf_counter() - started
     logger.info("Ray ready in %.1f s (%s)", seconds, ray.cluster_resources())
     return seconds
+
+
+def _ray_temp_dir() -> str:
+    """Where an embedded Ray keeps its sessions, by Ray's own rule."""
+    try:
+        from ray._common.utils import get_default_ray_temp_dir
+
+        return get_default_ray_temp_dir()
+    except ImportError:  # Ray's internals moved
+        return "/tmp/ray"
 
 
 @contextmanager
