@@ -64,6 +64,7 @@ def ensure_ray(address: str | None = None, *, num_cpus: int | None = None, say: 
         try:
             with _lean_head(keep_log_monitor=log_to_driver):
                 ray.init(
+                    address="local",  # a Ray of our own even where `ray start` runs one on this host
                     num_cpus=num_cpus,
                     include_dashboard=False,
                     logging_level=logging.WARNING,
