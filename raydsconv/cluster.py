@@ -70,6 +70,7 @@ def ensure_ray(address: str | None = None, *, num_cpus: int | None = None, say: 
                     logging_level=logging.WARNING,
                     log_to_driver=log_to_driver,
                 )
+            mark_fixed_size()
         except OSError:  # a temporary folder that cannot be written: the CLI names the file
             raise
         except Exception as error:  # Ray raises RuntimeError, ValueError or Exception itself: one line here
@@ -94,6 +95,74 @@ def ensure_ray(address: str | None = None, *, num_cpus: int | None = None, say: 
     seconds = time.perf_counter() - started
     logger.info("Ray ready in %.1f s (%s)", seconds, ray.cluster_resources())
     return seconds
+
+
+_FIXED_SIZE: set[str] = set()  # the GCS addresses of clusters that this process started without an autoscaler
+
+
+def mark_fixed_size() -> None:
+    """The Ray this process is connected to was started by raydsconv: it has no autoscaler, and its
+    nodes are all there is (see ``fixed_size_data``)."""
+    import ray
+
+    _FIXED_SIZE.add(ray.get_runtime_context().gcs_address)
+
+
+@contextmanager
+def fixed_size_data() -> Iterator[None]:
+    """While Ray Data runs on a Ray that raydsconv started (embedded, or over a SLURM step's ranks):
+    without the two actors it starts for every cluster. Its autoscaling coordinator is what Ray
+    Data asks which resources it may use, and it schedules nothing until that actor's fresh worker
+    has started (1.9 s measured on 2 CPUs) though there is nothing to scale; the stats actor feeds
+    the dashboard, which is off. Ray Data is told the nodes' own resources instead, and its stats
+    go nowhere. Elsewhere (a cluster someone else started, which may autoscale), or if Ray Data's
+    internals have moved, nothing changes."""
+    import ray
+
+    try:
+        from ray.data._internal import stats
+        from ray.data._internal.cluster_autoscaler import default_cluster_autoscaler_v2, rate_based_cluster_autoscaler
+        from ray.data._internal.cluster_autoscaler.base_autoscaling_coordinator import AutoscalingCoordinator
+    except ImportError:
+        yield
+        return
+    modules = (rate_based_cluster_autoscaler, default_cluster_autoscaler_v2)
+    if (ray.get_runtime_context().gcs_address not in _FIXED_SIZE
+            or not hasattr(stats, "get_or_create_stats_actor")
+            or not all(hasattr(module, "DefaultAutoscalingCoordinator") for module in modules)):
+        yield
+        return
+
+    class NodesAsTheyAre(AutoscalingCoordinator):
+        def __init__(self, *args: Any, **kwargs: Any):
+            pass
+
+        def request_resources(self, *args: Any, **kwargs: Any) -> None:
+            pass
+
+        def cancel_request(self, *args: Any, **kwargs: Any) -> None:
+            pass
+
+        def get_reserved_resources(self, *args: Any, **kwargs: Any) -> dict[str, dict[str, float]]:
+            return {node["NodeID"]: dict(node["Resources"]) for node in ray.nodes() if node["Alive"]}
+
+    class NoStats:
+        def __getattr__(self, name: str) -> "NoStats":
+            return self
+
+        def remote(self, *args: Any, **kwargs: Any) -> None:
+            return None
+
+    saved = [(module, "DefaultAutoscalingCoordinator", module.DefaultAutoscalingCoordinator) for module in modules]
+    saved.append((stats, "get_or_create_stats_actor", stats.get_or_create_stats_actor))
+    for module, _, _ in saved[:-1]:
+        module.DefaultAutoscalingCoordinator = NodesAsTheyAre
+    stats.get_or_create_stats_actor = NoStats
+    try:
+        yield
+    finally:
+        for module, name, original in saved:
+            setattr(module, name, original)
 
 
 def _ray_temp_dir() -> str:

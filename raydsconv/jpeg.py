@@ -11,14 +11,23 @@ from __future__ import annotations
 
 import functools
 import importlib.util
+import threading
 from pathlib import Path
 from typing import Any
 
 READ_MODES = {"RGB": 3, "L": 1}  # torchvision.io.ImageReadMode.RGB / GRAY
 
 
-@functools.cache
+_LOADING = threading.Lock()  # a shard's threads may all reach their first JPEG at once
+
+
 def _image_ops() -> bool:
+    with _LOADING:
+        return _load_image_ops()
+
+
+@functools.cache
+def _load_image_ops() -> bool:
     """Load torchvision's image extension into torch.ops; False where it is not found."""
     import torch
 

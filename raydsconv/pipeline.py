@@ -8,10 +8,11 @@ store; each block names one shard. The task that gets it reads, prepares and wri
 whatever Ray fuses, splits or retries, and pixels never travel through the object store or the
 driver. Only the shard's record (a few numbers per sample) comes back.
 
-When there are fewer shards than CPUs (a small dataset, a large cluster), a shard's task does not
-prepare alone: helper tasks on the idle CPUs prepare some of its batches (``_FannedOut``) and hand
-the prepared rows back through the object store; the task writes every batch in order, so the bytes
-are the same whoever prepared them.
+When there are fewer shards than CPUs (a small dataset, a large cluster), a shard's task takes the
+CPUs that would be idle, as many as a node has, and prepares its batches on that many threads
+(``ShardJob.write``); it still writes every batch in order, so the bytes are the same. Before the
+tasks start, as many workers as will run them are warmed: the decode path's imports overlap with
+Ray Data starting its executor (``_warm_workers``).
 
 A task whose worker dies (a decoder's segfault on a malicious file, an out-of-memory kill, a lost
 node) is retried ``SHARD_TASK_RETRIES`` times (Ray Data's own default is forever, which loops on an
@@ -23,6 +24,7 @@ or fails the conversion in strict mode; a shard whose task still dies fails the 
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import logging
@@ -36,12 +38,11 @@ import numpy as np
 import pyarrow as pa
 
 from raydsconv.errors import ConversionError, InvalidArgumentError, RaydsconvError
-from raydsconv.shards import ShardJob, ShardRecord, in_batches
+from raydsconv.shards import ShardJob, ShardRecord
 from raydsconv.sources import Listing
 
 logger = logging.getLogger(__name__)
 
-MAX_HELPERS = 16  # helper tasks per shard task, when CPUs outnumber the shards to write
 SHARD_TASK_RETRIES = 1  # retries of a shard's task whose worker died, before it is written in isolation
 ISOLATED_TASK_RETRIES = 1  # the same for the isolated write (its worker only dies of a lost node or the writer)
 
@@ -62,106 +63,42 @@ def _shipped(value: Any) -> Any:
 
 
 def _write_shards(batch: dict[str, np.ndarray], *, job: Any, loader: Any, candidates: Any, images_per_file: int,
-                  todo: np.ndarray, helpers: int = 0) -> dict[str, np.ndarray]:
+                  todo: np.ndarray, threads: int = 1) -> dict[str, np.ndarray]:
     """A task's work: the shards ``todo[i]`` for each ``i`` of the batch (normally one), each written
-    whole, with ``helpers`` helper tasks preparing some of its batches."""
-    shipped = {"job": job, "loader": loader}
+    whole, prepared on ``threads`` threads."""
     job, loader, candidates = _shipped(job), _shipped(loader), _shipped(candidates)
-    prepared = _FannedOut(shipped, job, loader, helpers) if helpers else None
     results = []
     for shard in todo[batch["id"]].tolist():
         results.append(_write_shard(job, shard, shard_rows(candidates, shard, images_per_file), loader,
-                                    isolated=False, prepared=prepared))
+                                    isolated=False, threads=threads))
         if results[-1]["error"]:
             break
     return {key: np.asarray([result[key] for result in results], dtype=object) for key in results[0]}
 
 
-class _FannedOut:
-    """Prepares a shard's rows on ``helpers`` helper tasks and in this task, handing the batches out
-    in order. Of every ``helpers + 1`` batches the first is this task's, the others are sent to
-    helpers a few batches ahead. This task never waits for a helper: while a helper's batch is not
-    ready it prepares its own next batches (a few ahead, kept in memory); when it has none left it
-    waits for the helper once helpers have delivered, and until then (a fresh worker still imports
-    torch) prepares the helper's batch itself and drops the helper's result. So a helper slow to
-    start costs nothing, and warm ones multiply the pace. Helper tasks are never cancelled: a
-    cancel interrupts the worker wherever it is, and one interrupted while importing torch keeps a
-    half-imported torch for every later task. Batches are
-    smaller than ``batch_size`` so that a small shard still spreads.
+def _warm(batch: dict[str, np.ndarray], refs: list[Any]) -> None:
+    import ray.data  # noqa: F401  (what Ray Data's tasks run: ~1 s to import in a fresh worker)
 
-    A helper that fails (its worker died: a crashing input, a lost node) is not retried: its batch is
-    prepared here instead, so a crashing input crashes this task, which is retried and finally
-    written in isolation like any other (see the module's docstring)."""
-
-    AHEAD = 3  # batches each helper has queued
-
-    def __init__(self, shipped: dict[str, Any], job: ShardJob, loader: Any, helpers: int):
-        self.refs = [shipped["job"], shipped["loader"]]  # in a list: helpers fetch them once, not per call
-        self.job, self.loader, self.helpers = job, loader, helpers
-        self.helped = 0  # batches that helpers prepared
-
-    def __call__(self, rows: dict[str, np.ndarray]) -> Iterator[dict[str, np.ndarray]]:
-        import ray
-
-        count = len(rows["candidate"])
-        size = max(1, min(self.job.batch_size, -(-count // ((self.helpers + 1) * 4))))
-        batches = list(in_batches(rows, size))
-        window = self.helpers * self.AHEAD + 1
-        theirs = [i for i in range(len(batches)) if i % (self.helpers + 1)]
-        running: dict[int, Any] = {}
-        prepared: dict[int, dict[str, np.ndarray]] = {}
-        for i in range(len(batches)):
-            while theirs and theirs[0] <= i + window and len(running) < self.helpers * self.AHEAD:
-                j = theirs.pop(0)
-                if j >= i and j not in prepared:  # not one this task took over meanwhile
-                    running[j] = _prepare_task().remote(batches[j], self.refs)
-            while i not in prepared:
-                if i in running and ray.wait([running[i]], timeout=0)[0]:
-                    prepared[i] = self._collect(running.pop(i), batches[i])
-                    continue
-                mine = next((k for k in range(i, min(i + window, len(batches)))
-                             if k not in prepared and k not in running and k % (self.helpers + 1) == 0), None)
-                if mine is None and i in running and self.helped:  # helpers are warm: worth the wait
-                    prepared[i] = self._collect(running.pop(i), batches[i])
-                    continue
-                if mine is None:  # nothing of ours left to do meanwhile: take the helper's batch
-                    mine = i
-                    running.pop(i, None)  # its result is dropped (see the class's docstring)
-                prepared[mine] = self.job.prepare(batches[mine], self.loader)
-            yield prepared.pop(i)
-
-    def _collect(self, ref: Any, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        import ray
-
-        try:
-            prepared = ray.get(ref)
-        except ray.exceptions.RayError:
-            return self.job.prepare(batch, self.loader)
-        self.helped += 1
-        return prepared
-
-
-def _prepare_batch(batch: dict[str, np.ndarray], refs: list[Any]) -> dict[str, np.ndarray]:
-    job, loader = _shipped(refs[0]), _shipped(refs[1])
-    return job.prepare(batch, loader)
+    with contextlib.suppress(Exception):
+        _shipped(refs[0]).prepare(batch, _shipped(refs[1]))
 
 
 @functools.cache
-def _prepare_task() -> Any:
+def _warm_task() -> Any:
     import ray
 
-    return ray.remote(num_cpus=1, max_retries=0)(_prepare_batch)
+    return ray.remote(num_cpus=1, max_retries=0)(_warm)
 
 
 def _write_shard(job: ShardJob, shard: int, rows: dict[str, np.ndarray], loader: Any, *,
-                 isolated: bool, prepared: Any = None) -> dict[str, Any]:
+                 isolated: bool, threads: int = 1) -> dict[str, Any]:
     """One shard written: its record as JSON, or what stopped it: the message, and the exception
     itself (pickled with its traceback) for the driver to raise as it was. Errors are returned, not
     raised, because Ray Data drops the blocks of failed tasks (see ``_data_context``)."""
     import ray
 
     try:
-        record = job.write(shard, rows, loader, isolated=isolated, prepared=prepared)
+        record = job.write(shard, rows, loader, isolated=isolated, threads=threads)
     except RaydsconvError as error:  # ours (strict mode, a full disk): raised as it is, not as Ray's task failure
         return {"record": "", "error": str(error), "exception": _pickled(error)}
     except Exception as error:
@@ -237,10 +174,14 @@ def run_shards(listing: Listing, shards: list[int], job: ShardJob, *, images_per
             f"the source cannot be sent to Ray workers ({type(error).__name__}: {error}); make it picklable "
             "(e.g. no open file handles, locks or lambdas holding local state)"
         ) from None
-    shipped = {"job": ray.put(job), "loader": loader, "candidates": ray.put(candidate_table(listing, images_per_file)),
+    candidates = candidate_table(listing, images_per_file)
+    shipped = {"job": ray.put(job), "loader": loader, "candidates": ray.put(candidates),
                "images_per_file": images_per_file}
+    threads = _threads_per_task(len(shards), concurrency)
+    _warm_workers(shipped, shard_rows(candidates, shards[0], images_per_file),
+                  min(len(shards), _cpus(concurrency) // threads))
     written = set()
-    for record in _stream(shards, shipped, concurrency, _helpers(len(shards), concurrency)):
+    for record in _stream(shards, shipped, concurrency, threads):
         written.add(record.shard)
         yield record
     lost = [shard for shard in shards if shard not in written]
@@ -248,15 +189,34 @@ def run_shards(listing: Listing, shards: list[int], job: ShardJob, *, images_per
         yield from _write_isolated(lost, shipped, concurrency)
 
 
-def _helpers(num_shards: int, concurrency: int | None) -> int:
-    """Helper tasks per shard task: the CPUs that one task per shard would leave idle, shared out."""
+def _cpus(concurrency: int | None) -> int:
     import ray
 
-    cpus = concurrency or int(ray.cluster_resources().get("CPU", 1))
-    return min(MAX_HELPERS, max(0, cpus // num_shards - 1))
+    return concurrency or int(ray.cluster_resources().get("CPU", 1))
 
 
-def _stream(shards: list[int], shipped: dict[str, Any], concurrency: int | None, helpers: int) -> Iterator[ShardRecord]:
+def _threads_per_task(num_shards: int, concurrency: int | None) -> int:
+    """CPUs (and threads) per shard task: those that one task per shard would leave idle, shared
+    out, no more than the largest node has (a task needing more could never be scheduled)."""
+    import ray
+
+    largest = max((node["Resources"].get("CPU", 0) for node in ray.nodes() if node["Alive"]), default=1)
+    return int(max(1, min(_cpus(concurrency) // num_shards, largest)))
+
+
+def _warm_workers(shipped: dict[str, Any], rows: dict[str, np.ndarray], count: int) -> None:
+    """Start ``count`` workers on what the conversion's tasks will do first: fetch the job and the
+    loader, and prepare the first input (its result is dropped). A fresh worker's first input pays
+    for the imports of the decode path (torch's ~2 CPU-s for the JPEG fast path, none for inputs
+    that do not take it); done here, that overlaps with Ray Data starting its executor and its
+    actors, and the tasks then reuse the warm workers. Failures are ignored: the input fails again
+    in its shard's task, which handles it."""
+    first = {key: values[:1] for key, values in rows.items()}
+    for _ in range(count):
+        _warm_task().remote(first, [shipped["job"], shipped["loader"]])
+
+
+def _stream(shards: list[int], shipped: dict[str, Any], concurrency: int | None, threads: int) -> Iterator[ShardRecord]:
     """The shards through Ray Data, each record as it comes; the shards whose task kept dying are
     left out (the caller writes them in isolation)."""
     import ray
@@ -269,9 +229,10 @@ def _stream(shards: list[int], shipped: dict[str, Any], concurrency: int | None,
             warnings.filterwarnings("ignore", message="`ray_remote_args` is deprecated")
             dataset = dataset.map_batches(
                 _write_shards,
-                fn_kwargs={**shipped, "todo": np.asarray(shards, dtype=np.int64), "helpers": helpers},
+                fn_kwargs={**shipped, "todo": np.asarray(shards, dtype=np.int64), "threads": threads},
                 batch_size=None,  # a whole block per call
                 batch_format="numpy",
+                num_cpus=threads,
                 compute=ray.data.TaskPoolStrategy(size=concurrency),
                 max_retries=SHARD_TASK_RETRIES,
             )
@@ -349,7 +310,7 @@ def _data_context():
     """
     from ray.util.debug import log_once
 
-    from raydsconv.cluster import data_context
+    from raydsconv.cluster import data_context, fixed_size_data
 
     log_once("ray_data_progress_manager_disabled")  # Ray Data's warning that its bars are off: on purpose
     context = data_context()
@@ -365,7 +326,8 @@ def _data_context():
     try:
         for name, value in settings.items():
             setattr(context, name, value)
-        yield
+        with fixed_size_data():
+            yield
     finally:
         for name, value in saved.items():
             setattr(context, name, value)

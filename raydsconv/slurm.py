@@ -60,7 +60,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from raydsconv import errors
-from raydsconv.cluster import available_cpus
+from raydsconv.cluster import available_cpus, mark_fixed_size
 from raydsconv.errors import ConversionError, ConversionInterrupted, writing
 from raydsconv.progress import Progress, counted
 from raydsconv.signals import Stopped, stop_on_signals
@@ -500,6 +500,7 @@ class Driver:
             time.sleep(POLL_S)
         self.meeting.write("head", {"address": address, "node": self.step.node})
         ray.init(address=address, logging_level=logging.WARNING, log_to_driver=log_to_driver)
+        mark_fixed_size()  # started without a dashboard, for this conversion alone
         self.connected = True
         self._wait_for_nodes(deadline, timeout, say)
         seconds = time.perf_counter() - started

@@ -6,6 +6,8 @@ import hashlib
 import json
 import pickle
 import shutil
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -216,13 +218,14 @@ def test_predecessor_converter_api(small_folder, tmp_path):
 
 
 def test_a_single_shard_is_prepared_on_every_cpu_with_the_same_bytes(small_folder, tmp_path, ray_session):
-    """One shard, two CPUs: helper tasks prepare some of its batches (the session's Ray has 2 CPUs)."""
-    from raydsconv.pipeline import _FannedOut, _helpers, candidate_table, shard_rows
-    from raydsconv.prepare import Preparation
+    """One shard, two CPUs: its task takes both and prepares its batches on two threads."""
     from raydsconv.images import ImageSpec
-    from raydsconv.shards import ShardJob, in_batches
+    from raydsconv.pipeline import _threads_per_task, candidate_table, shard_rows
+    from raydsconv.prepare import Preparation
+    from raydsconv.shards import ShardJob, in_batches, prepared_in_threads
 
-    assert _helpers(1, None) == 1 and _helpers(2, None) == 0 and _helpers(1, 1) == 0
+    assert _threads_per_task(1, None) == 2 and _threads_per_task(2, None) == 1 and _threads_per_task(1, 1) == 1
+    assert _threads_per_task(1, 64) == 2  # never more than a node has: such a task could not be scheduled
     convert(small_folder, tmp_path / "spread", shape=(16, 16), images_per_file=1000, batch_size=4, progress=False)
     convert(small_folder, tmp_path / "alone", shape=(16, 16), images_per_file=1000, num_workers=1, progress=False)
     assert tree_digest(tmp_path / "spread") == tree_digest(tmp_path / "alone")
@@ -231,13 +234,42 @@ def test_a_single_shard_is_prepared_on_every_cpu_with_the_same_bytes(small_folde
     job = ShardJob(targets=(), preparation=Preparation(ImageSpec(shape=(16, 16)), keep_bytes=False), classes=[],
                    strict=False, batch_size=4, records=tmp_path)
     rows = shard_rows(candidate_table(listing, 1000), 0, 1000)
-    shipped = {"job": ray_session.put(job), "loader": ray_session.put(listing.loader)}
     alone = [job.prepare(batch, listing.loader) for batch in in_batches(rows, 4)]
-    cold = _FannedOut(shipped, job, listing.loader, helpers=1)  # takes over what helpers have not done in time
-    warm = _FannedOut(shipped, job, listing.loader, helpers=1)
-    warm.helped = 1  # as once a helper has delivered: from then on this task waits for them
-    for fanned in (cold, warm):
-        spread = list(fanned(rows))
-        assert np.array_equal(np.concatenate([b["image"] for b in spread]), np.concatenate([b["image"] for b in alone]))
-        assert [r for b in spread for r in b["reason"]] == [r for b in alone for r in b["reason"]]
-    assert warm.helped > 1  # every batch of the helper's share came from a helper task
+    threads = set()
+
+    def prepare(batch):
+        threads.add(threading.get_ident())
+        time.sleep(0.02)  # both threads busy at once, however fast the machine
+        return job.prepare(batch, listing.loader)
+
+    spread = list(prepared_in_threads(rows, 4, 2, prepare))
+    assert len(spread) > len(alone) // 2 and len(threads) == 2  # smaller batches, so that both threads get some
+    assert np.array_equal(np.concatenate([b["image"] for b in spread]), np.concatenate([b["image"] for b in alone]))
+    assert [r for b in spread for r in b["reason"]] == [r for b in alone for r in b["reason"]]
+
+
+def test_on_a_ray_raydsconv_started_ray_data_runs_without_its_two_actors(small_folder, tmp_path, ray_session):
+    """A Ray that raydsconv started has no autoscaler: Ray Data is told the nodes' resources, not
+    made to wait for its autoscaling coordinator, and its stats actor is not started. Same bytes."""
+    from ray.data._internal import stats
+    from ray.data._internal.cluster_autoscaler import rate_based_cluster_autoscaler
+
+    from raydsconv import cluster
+
+    original = rate_based_cluster_autoscaler.DefaultAutoscalingCoordinator
+    with cluster.fixed_size_data():  # a Ray someone else started: Ray Data as it is
+        assert rate_based_cluster_autoscaler.DefaultAutoscalingCoordinator is original
+    convert(small_folder, tmp_path / "as-is", shape=(16, 16), images_per_file=4, progress=False)
+
+    cluster.mark_fixed_size()
+    try:
+        with cluster.fixed_size_data():
+            coordinator = rate_based_cluster_autoscaler.DefaultAutoscalingCoordinator("requester")
+            assert coordinator.get_reserved_resources() == {
+                node["NodeID"]: node["Resources"] for node in ray_session.nodes() if node["Alive"]}
+            assert stats.get_or_create_stats_actor().register_dataset.remote("anything") is None
+        assert rate_based_cluster_autoscaler.DefaultAutoscalingCoordinator is original
+        convert(small_folder, tmp_path / "fixed", shape=(16, 16), images_per_file=4, progress=False)
+    finally:
+        cluster._FIXED_SIZE.clear()
+    assert tree_digest(tmp_path / "fixed") == tree_digest(tmp_path / "as-is")

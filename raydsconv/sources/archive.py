@@ -15,6 +15,7 @@ import os
 import tarfile
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from typing import ClassVar
 
 import numpy as np
 
@@ -25,6 +26,7 @@ from raydsconv.sources.listing import PATH_BYTES, Listing, Skipped, files_finger
 @dataclass(frozen=True)
 class TarMemberLoader:
     archive: str
+    thread_safe: ClassVar[bool] = True  # opens (or preads) its file on every read
 
     def read(self, row: dict) -> bytes:
         descriptor = os.open(self.archive, os.O_RDONLY)

@@ -25,6 +25,7 @@ import os
 from collections.abc import Container
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 
@@ -35,6 +36,7 @@ from raydsconv.sources.listing import PATH_BYTES, Listing, Skipped, exact_name, 
 @dataclass(frozen=True)
 class FolderLoader:
     root: str
+    thread_safe: ClassVar[bool] = True  # opens (or preads) its file on every read
 
     def read(self, row: dict) -> bytes:
         with open(os.path.join(self.root, exact_name(row)), "rb") as file:

@@ -36,7 +36,8 @@ class Skipped:
 class Loader(Protocol):
     """Reads one candidate inside a worker. ``row`` holds the candidate's ``path`` and the listing's
     ``columns``. Returns the encoded file bytes, or for in-memory sources an ``(image, target)``
-    pair (image: PIL image, HxW[xC] array or CxHxW tensor). Shipped to each worker once."""
+    pair (image: PIL image, HxW[xC] array or CxHxW tensor). Shipped to each worker once. A loader
+    with a true ``thread_safe`` attribute is read by several threads at once; others one at a time."""
 
     def read(self, row: dict[str, Any]) -> Any: ...
 

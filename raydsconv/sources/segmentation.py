@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 
@@ -48,6 +49,7 @@ class SegmentationFolder:
 @dataclass(frozen=True)
 class SegmentationLoader:
     root: str
+    thread_safe: ClassVar[bool] = True  # opens (or preads) its file on every read
 
     def read(self, row: dict) -> tuple[bytes, bytes]:
         with open(os.path.join(self.root, exact_name(row)), "rb") as image:
