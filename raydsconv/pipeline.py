@@ -178,8 +178,9 @@ def run_shards(listing: Listing, shards: list[int], job: ShardJob, *, images_per
     shipped = {"job": ray.put(job), "loader": loader, "candidates": ray.put(candidates),
                "images_per_file": images_per_file}
     threads = _threads_per_task(len(shards), concurrency)
-    _warm_workers(shipped, shard_rows(candidates, shards[0], images_per_file),
-                  min(len(shards), _cpus(concurrency) // threads))
+    if len([node for node in ray.nodes() if node["Alive"]]) == 1:
+        _warm_workers(shipped, shard_rows(candidates, shards[0], images_per_file),
+                      min(len(shards), _cpus(concurrency) // threads))
     written = set()
     for record in _stream(shards, shipped, concurrency, threads):
         written.add(record.shard)
@@ -210,7 +211,8 @@ def _warm_workers(shipped: dict[str, Any], rows: dict[str, np.ndarray], count: i
     for the imports of the decode path (torch's ~2 CPU-s for the JPEG fast path, none for inputs
     that do not take it); done here, that overlaps with Ray Data starting its executor and its
     actors, and the tasks then reuse the warm workers. Failures are ignored: the input fails again
-    in its shard's task, which handles it."""
+    in its shard's task, which handles it. On one node only: on several, where a warm task lands is
+    up to Ray, and a node whose worker is still warming gets no shard of a small conversion."""
     first = {key: values[:1] for key, values in rows.items()}
     for _ in range(count):
         _warm_task().remote(first, [shipped["job"], shipped["loader"]])
