@@ -42,6 +42,8 @@ from pathlib import Path
 import numpy as np
 from common import imagenet_like_folder
 
+from raydsconv.pipeline import TASKS_PER_SLOT
+
 HERE = Path(__file__).resolve().parent
 CLASSES = 1000
 IMAGENET = 1_281_167
@@ -473,6 +475,7 @@ def project(results: list[dict], costs: dict, *, nodes: int, cores: int, local_n
     per_shard = shards * c_shard / cpus
     total = serial + images + per_shard
     waves = -(-shards // cpus) * (1000 * c_image + c_shard)
+    tasks = min(shards, TASKS_PER_SLOT * cpus)  # run_shards' tasks: several shards to a task beyond that
     print(f"\nmeasured on {local_cores} cores ({costs['realistic']:,} ImageNet-like JPEGs -> memmap 224x224, "
           f"medians of {len(costs['times']['realistic'])}):")
     print(f"  per image  {c_image * 1e3:.2f} CPU-ms ({1 / c_image:,.0f} images/s per core; "
@@ -488,7 +491,7 @@ def project(results: list[dict], costs: dict, *, nodes: int, cores: int, local_n
     print(f"  projected wall          {total:8.2f} s   driver serial {100 * serial / total:.1f} % of it")
     print(f"  (whole shards per CPU: {-(-shards // cpus)} waves of {1000 * c_image + c_shard:.2f} s = {waves:.2f} s "
           f"of tasks instead of {images + per_shard:.2f}; driver work while tasks run, overlapped: {overlapped:.2f} s, "
-          f"dispatch {shards * per_block:.2f} s; Ray start-up and storage bandwidth not included)")
+          f"dispatch of {tasks:,} tasks {tasks * per_block:.2f} s; Ray start-up and storage bandwidth not included)")
 
 
 # ---------------------------------------------------------------- main

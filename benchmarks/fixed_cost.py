@@ -9,7 +9,8 @@ run so that the ratios hold on a shared machine. Run by hand, alone on the machi
     marginal rate of each from t = F + N / rate;
   * 120 images into one shard: the whole CLI command with --num-workers 1 and with all CPUs, and
     in this process (Ray started and warm) the conversion's own seconds (report.seconds), medians of
-    7, to show a shard spread over the CPUs.
+    7, to show a shard spread over the CPUs; and the preparation alone of those 120 images, on one
+    thread and on a thread per CPU (raydsconv.shards.prepared_in_threads, as a shard's task does).
 """
 
 from __future__ import annotations
@@ -96,10 +97,48 @@ def main() -> int:
         print(f"raydsconv / pool at {n} images: {median[f'pool {n}'] / median[f'raydsconv {n}']:.2f}x")
     print(f"one shard of 120 images, all CPUs vs 1 worker (whole command): "
           f"{median['one shard, 1 worker'] / median['one shard, all CPUs']:.2f}x")
+    one, spread = preparation_seconds(sizes[120])
+    print(f"preparing 120 images: 1 thread {one:.2f} s, {os.cpu_count()} threads {spread:.2f} s: {one / spread:.2f}x")
     one, spread = one_shard_seconds(sizes[120], out)
     print(f"one shard of 120 images, conversion seconds on a warm Ray: 1 worker {one:.2f} s, all CPUs {spread:.2f} s: "
           f"{one / spread:.2f}x")
     return 0
+
+
+def preparation_seconds(source: Path, repeats: int = 7) -> tuple[float, float]:
+    """The 120 images prepared (read, decoded, resized) in this process: one thread, then a thread per
+    CPU, each torch op on one thread as in a Ray worker of one CPU."""
+    import torch
+
+    from raydsconv.images import ImageSpec
+    from raydsconv.pipeline import candidate_table, shard_rows
+    from raydsconv.prepare import Preparation
+    from raydsconv.shards import ShardJob, in_batches, prepared_in_threads
+    from raydsconv.sources.folder import list_image_folder
+
+    torch.set_num_threads(1)
+    listing = list_image_folder(source)
+    job = ShardJob(targets=(), preparation=Preparation(ImageSpec(shape=(224, 224)), keep_bytes=False), classes=[],
+                   strict=False, batch_size=64, records=source)
+    rows = shard_rows(candidate_table(listing, 1000), 0, 1000)
+
+    def prepare(batch):
+        return job.prepare(batch, listing.loader)
+
+    def seconds(threads: int) -> float:
+        started = time.perf_counter()
+        if threads == 1:
+            list(map(prepare, in_batches(rows, 64)))
+        else:
+            list(prepared_in_threads(rows, 64, threads, prepare))
+        return time.perf_counter() - started
+
+    seconds(1)  # imports, the decode path's first call
+    alone, spread = [], []
+    for _ in range(repeats):
+        alone.append(seconds(1))
+        spread.append(seconds(os.cpu_count() or 1))
+    return statistics.median(alone), statistics.median(spread)
 
 
 def one_shard_seconds(source: Path, output: Path, repeats: int = 7) -> tuple[float, float]:

@@ -311,7 +311,8 @@ def _run(plan: ConversionPlan, listing: Listing, workspace: Workspace, stopped: 
                 for record in run_shards(listing, todo, job, images_per_file=plan.images_per_file,
                                          concurrency=num_workers):
                     records[record.shard] = record
-                    nodes.add(record.node)
+                    if record.node:  # not known for a shard recovered from its record alone
+                        nodes.add(record.node)
                     bar.finished(record.shard, len(record.kept) + len(record.skipped), len(record.skipped))
         except BaseException:
             for folder in [*(target.root for target in targets), workspace.records]:

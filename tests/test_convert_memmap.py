@@ -273,3 +273,19 @@ def test_on_a_ray_raydsconv_started_ray_data_runs_without_its_two_actors(small_f
     finally:
         cluster._FIXED_SIZE.clear()
     assert tree_digest(tmp_path / "fixed") == tree_digest(tmp_path / "as-is")
+
+
+def test_many_more_shards_than_cpus_go_several_to_a_task_with_the_same_bytes(small_folder, tmp_path, ray_session,
+                                                                               monkeypatch):
+    """2 CPUs, 37 one-image shards: 8 tasks (4 per CPU) write them, as a task per shard would."""
+    from raydsconv import pipeline
+
+    blocks = []
+    data_range = ray_session.data.range
+    monkeypatch.setattr(ray_session.data, "range", lambda n, **kw: blocks.append((n, kw)) or data_range(n, **kw))
+    report = convert(small_folder, tmp_path / "grouped", shape=(8, 8), images_per_file=1, progress=False)
+    assert report.num_shards == 37 and blocks == [(37, {"override_num_blocks": 8})]
+    monkeypatch.setattr(pipeline, "TASKS_PER_SLOT", 1000)
+    convert(small_folder, tmp_path / "alone", shape=(8, 8), images_per_file=1, progress=False)
+    assert blocks[1] == (37, {"override_num_blocks": 37})
+    assert tree_digest(tmp_path / "grouped") == tree_digest(tmp_path / "alone")

@@ -57,8 +57,9 @@ class CrashingDataset(Dataset):
 
 def convert_crashing(output, **options):
     started = time.monotonic()
-    report = convert(CrashingDataset(), output, format="memmap,parquet", shape=(12, 16), images_per_file=10,
-                     batch_size=4, progress=False, **options)
+    options = {"images_per_file": 10, **options}
+    report = convert(CrashingDataset(), output, format="memmap,parquet", shape=(12, 16), batch_size=4,
+                     progress=False, **options)
     return report, time.monotonic() - started
 
 
@@ -92,6 +93,21 @@ def test_a_rerun_gives_the_same_bytes(crashed, tmp_path):
     print(f"second conversion with a crashing item: {seconds:.1f} s")
     assert seconds < TIME_LIMIT and len(report.skipped) == 1
     assert tree_digest(tmp_path / "again") == tree_digest(output)
+
+
+@pytest.mark.usefixtures("ray_session")
+def test_a_crash_in_a_task_of_several_shards_keeps_the_shards_written_before_it(tmp_path):
+    """35 one-sample shards on 2 CPUs: 8 tasks of 4-5 shards. The task with the crashing item has
+    written (and recorded) the shards before it when its worker dies: those are kept, and only the
+    crashing shard and the task's later ones are written again, in isolation."""
+    report, seconds = convert_crashing(tmp_path / "ones", images_per_file=1)
+    assert seconds < TIME_LIMIT
+    assert [(s.path, s.reason) for s in report.skipped] == [(str(CRASHING), REASON)]
+    assert report.num_samples == 34 and report.num_shards == 35
+    dataset = open_dataset(tmp_path / "ones", format="memmap", output="numpy")
+    assert [int(dataset.source_path(row)) for row in range(len(dataset))] == [i for i in range(35) if i != CRASHING]
+    assert all(np.array_equal(dataset[row][0], CrashingDataset.image(int(dataset.source_path(row))))
+               for row in range(len(dataset)))
 
 
 @pytest.mark.usefixtures("ray_session")
