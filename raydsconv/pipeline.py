@@ -221,8 +221,8 @@ def _warm_workers(shipped: dict[str, Any], rows: dict[str, np.ndarray], count: i
     """Start ``count`` workers on what the conversion's tasks will do first: fetch the job and the
     loader, and prepare the first input (its result is dropped). A fresh worker's first input pays
     for the imports of the decode path (torch's ~2 CPU-s for the JPEG fast path, none for inputs
-    that do not take it); done here, that overlaps with Ray Data starting its executor and its
-    actors, and the tasks then reuse the warm workers. Failures are ignored: the input fails again
+    that do not take it); done here, that overlaps with Ray Data starting its executor, and the
+    tasks then reuse the warm workers. Failures are ignored: the input fails again
     in its shard's task, which handles it. On one node only: on several, where a warm task lands is
     up to Ray, and a node whose worker is still warming gets no shard of a small conversion."""
     first = {key: values[:1] for key, values in rows.items()}

@@ -188,7 +188,7 @@ def prepared_in_threads(rows: dict[str, np.ndarray], batch_size: int, threads: i
     resizing release the GIL (2 threads prepare 1.8-2x as fast as one on 2 CPUs), so a task that
     holds several CPUs uses them without a second process paying the decode path's imports (torch:
     ~2 CPU-s) or prepared pixels crossing the object store. Batches are smaller than ``batch_size``
-    so that a small shard spreads too; at most ``threads + 1`` are in memory."""
+    so that a small shard spreads too; at most ``threads + 2`` are in memory."""
     size = max(1, min(batch_size, -(-len(rows["candidate"]) // (threads * 4))))
     pool = ThreadPoolExecutor(threads, thread_name_prefix="raydsconv-prepare")
     pending: deque[Future] = deque()
