@@ -153,15 +153,15 @@ def fixed_size_data() -> Iterator[None]:
         def remote(self, *args: Any, **kwargs: Any) -> None:
             return None
 
-    saved = [(module, "DefaultAutoscalingCoordinator", module.DefaultAutoscalingCoordinator) for module in modules]
-    saved.append((stats, "get_or_create_stats_actor", stats.get_or_create_stats_actor))
-    for module, _, _ in saved[:-1]:
-        module.DefaultAutoscalingCoordinator = NodesAsTheyAre
-    stats.get_or_create_stats_actor = NoStats
+    replaced = [(module, "DefaultAutoscalingCoordinator", NodesAsTheyAre) for module in modules]
+    replaced.append((stats, "get_or_create_stats_actor", NoStats))
+    originals = [getattr(module, name) for module, name, _ in replaced]
+    for module, name, stand_in in replaced:
+        setattr(module, name, stand_in)
     try:
         yield
     finally:
-        for module, name, original in saved:
+        for (module, name, _), original in zip(replaced, originals):
             setattr(module, name, original)
 
 

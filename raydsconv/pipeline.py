@@ -39,8 +39,7 @@ import numpy as np
 import pyarrow as pa
 
 from raydsconv.errors import ConversionError, InvalidArgumentError, RaydsconvError
-from raydsconv.layout import record_name
-from raydsconv.shards import ShardJob, ShardRecord, load_record
+from raydsconv.shards import ShardJob, ShardRecord
 from raydsconv.sources import Listing
 
 logger = logging.getLogger(__name__)
@@ -68,12 +67,12 @@ def _shipped(value: Any) -> Any:
 def _write_shards(batch: dict[str, np.ndarray], *, job: Any, loader: Any, candidates: Any, images_per_file: int,
                   todo: np.ndarray, threads: int = 1) -> dict[str, np.ndarray]:
     """A task's work: the shards ``todo[i]`` for each ``i`` of the batch, each written whole, prepared
-    on ``threads`` threads. A shard already recorded was written by an earlier attempt of this task
-    (at the start of a run, no shard to write has a record): it is not written again."""
+    on ``threads`` threads. A shard already recorded was written by an earlier attempt of this task:
+    it is not written again."""
     job, loader, candidates = _shipped(job), _shipped(loader), _shipped(candidates)
     results = []
     for shard in todo[batch["id"]].tolist():
-        written = load_record(job.records / record_name(shard))
+        written = job.recorded(shard)
         results.append(_result(written) if written else _write_shard(
             job, shard, shard_rows(candidates, shard, images_per_file), loader, isolated=False, threads=threads))
         if results[-1]["error"]:
@@ -187,15 +186,15 @@ def run_shards(listing: Listing, shards: list[int], job: ShardJob, *, images_per
     shipped = {"job": ray.put(job), "loader": loader, "candidates": ray.put(candidates),
                "images_per_file": images_per_file}
     threads = _threads_per_task(len(shards), concurrency)
+    slots = max(1, _cpus(concurrency) // threads)  # shard tasks that run at once
     if len([node for node in ray.nodes() if node["Alive"]]) == 1:
-        _warm_workers(shipped, shard_rows(candidates, shards[0], images_per_file),
-                      min(len(shards), _cpus(concurrency) // threads))
+        _warm_workers(shipped, shard_rows(candidates, shards[0], images_per_file), min(len(shards), slots))
     written = set()
-    for record in _stream(shards, shipped, concurrency, threads):
+    for record in _stream(shards, shipped, concurrency, threads, slots):
         written.add(record.shard)
         yield record
     lost = [shard for shard in shards if shard not in written]
-    for record in filter(None, (load_record(job.records / record_name(shard)) for shard in lost)):
+    for record in filter(None, map(job.recorded, lost)):
         lost.remove(record.shard)  # written and recorded before its task's worker died on a later shard
         yield record
     if lost:
@@ -230,7 +229,8 @@ def _warm_workers(shipped: dict[str, Any], rows: dict[str, np.ndarray], count: i
         _warm_task().remote(first, [shipped["job"], shipped["loader"]])
 
 
-def _stream(shards: list[int], shipped: dict[str, Any], concurrency: int | None, threads: int) -> Iterator[ShardRecord]:
+def _stream(shards: list[int], shipped: dict[str, Any], concurrency: int | None, threads: int,
+            slots: int) -> Iterator[ShardRecord]:
     """The shards through Ray Data, each record as it comes; the shards whose task kept dying are
     left out (the caller writes them in isolation)."""
     import ray
@@ -240,7 +240,6 @@ def _stream(shards: list[int], shipped: dict[str, Any], concurrency: int | None,
         # the driver's memory does not grow with the number of shards. A block per shard, unless that
         # is more than TASKS_PER_SLOT tasks per slot: Ray Data costs the driver ~22 ms of CPU per task,
         # which on a large cluster is more than the tasks take (ImageNet-1k's 1282 shards: 28 s).
-        slots = max(1, _cpus(concurrency) // threads)
         blocks = min(len(shards), TASKS_PER_SLOT * slots)
         dataset = ray.data.range(len(shards), override_num_blocks=blocks)
         with warnings.catch_warnings():  # max_retries has no named parameter yet (Ray 2.60 deprecates the others)

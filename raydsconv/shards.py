@@ -181,6 +181,11 @@ class ShardJob:
     def prepare(self, batch: dict[str, np.ndarray], loader: Any) -> dict[str, np.ndarray]:
         return prepare_batch(batch, loader=loader, preparation=self.preparation)
 
+    def recorded(self, shard: int) -> ShardRecord | None:
+        """The shard's saved record, if a task of this run has written it (at the start of a run, no
+        shard still to write has one)."""
+        return load_record(self.records / record_name(shard))
+
 
 def prepared_in_threads(rows: dict[str, np.ndarray], batch_size: int, threads: int,
                         prepare: Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]) -> Iterator[dict[str, np.ndarray]]:
